@@ -1,0 +1,11 @@
+# cmake/sanitize.cmake — applies MPROC_SANITIZE (address;undefined, or thread) to every target.
+if(MPROC_SANITIZE)
+  set(_mproc_san_list ${MPROC_SANITIZE})
+  if("thread" IN_LIST _mproc_san_list AND "address" IN_LIST _mproc_san_list)
+    message(FATAL_ERROR "MPROC_SANITIZE: thread and address cannot be combined")
+  endif()
+  list(JOIN _mproc_san_list "," _mproc_san)
+  add_compile_options(-fsanitize=${_mproc_san} -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=${_mproc_san})
+  message(STATUS "mproc: building with -fsanitize=${_mproc_san}")
+endif()

@@ -1,0 +1,167 @@
+// mproc/detail/task_entry.hpp — what a pool worker runs for a task: entry points (one
+// template instantiation per function and argument types) that decode the task's
+// payload, call the user's function and encode its result. The parent names an entry by
+// its FunctionId, so the same code runs under fork, forkserver and spawn.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <span>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mproc/detail/function_identity.hpp"
+#include "mproc/errors.hpp"
+#include "mproc/serialize.hpp"
+
+namespace mproc::detail {
+
+/// Result kinds a worker reports for a task.
+enum class ResultKind : std::uint32_t {
+  value = 1,      ///< payload: the encoded result (a chunk: the encoded std::vector<R>)
+  exception = 2,  ///< payload: an encoded RemoteException
+  partial = 3,    ///< a chunk where some items threw: encoded ChunkOutcome
+};
+
+/// An exception as it crosses the process boundary.
+struct RemoteException {
+  std::string type_id;    ///< typeid(...).name() of the thrown object (mangled): the registry key
+  std::string type_name;  ///< demangled, for RemoteError
+  std::string what;
+  std::string traceback;
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(type_id, type_name, what, traceback);
+  }
+};
+
+/// Describes the exception being handled (call inside a catch block). Worker side.
+RemoteException capture_current_exception();
+/// Rebuilds an exception thrown in a worker: the same type for std and registered
+/// exception types, RemoteError otherwise. Parent side.
+std::exception_ptr rebuild_exception(const RemoteException& remote);
+
+/// The outcome of a map chunk in which some items threw.
+template <class R>
+struct ChunkOutcome {
+  std::vector<R> values;  // results of the items that succeeded, in item order
+  std::vector<std::pair<std::uint32_t, RemoteException>> errors;  // (index in chunk, error)
+
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(values, errors);
+  }
+};
+
+/// What a worker calls: decode `payload`, run, append the result to `out`, return its kind.
+using TaskEntry = ResultKind (*)(std::span<const std::byte> payload, std::vector<std::byte>& out);
+
+// A payload is a sequence of parts, each an 8-byte length then that many bytes.
+inline void begin_part(std::vector<std::byte>& out, std::size_t& at) {
+  at = out.size();
+  out.resize(at + sizeof(std::uint64_t));
+}
+inline void end_part(std::vector<std::byte>& out, std::size_t at) {
+  std::uint64_t length = out.size() - at - sizeof(std::uint64_t);
+  std::memcpy(out.data() + at, &length, sizeof length);
+}
+template <class T>
+void append_part(std::vector<std::byte>& out, const T& value) {
+  std::size_t at;
+  begin_part(out, at);
+  serialize_to(out, value);
+  end_part(out, at);
+}
+inline std::span<const std::byte> take_part(std::span<const std::byte>& in) {
+  std::uint64_t length;
+  if (in.size() < sizeof length) throw SerializationError("task payload truncated: missing part length");
+  std::memcpy(&length, in.data(), sizeof length);
+  in = in.subspan(sizeof length);
+  if (length > in.size()) throw SerializationError("task payload truncated: part longer than payload");
+  auto part = in.first(length);
+  in = in.subspan(length);
+  return part;
+}
+
+/// The address of the function a function-pointer task names (resolved once per id).
+void* resolve_function_cached(const FunctionId& id);
+
+/// The callable a task runs: F{} for captureless lambdas and empty functors, the
+/// resolved address for function pointers (whose FunctionId is the payload's first part).
+template <class F>
+F task_callable(std::span<const std::byte>& payload) {
+  auto target = take_part(payload);
+  if constexpr (std::is_pointer_v<F>) {
+    return reinterpret_cast<F>(resolve_function_cached(deserialize<FunctionId>(target)));
+  } else {
+    return F{};
+  }
+}
+
+template <class F>
+void append_task_callable(std::vector<std::byte>& out, const F& f) {
+  if constexpr (std::is_pointer_v<F>) {
+    append_part(out, function_id_of(reinterpret_cast<const void*>(f)));
+  } else {
+    std::size_t at;
+    begin_part(out, at);
+    end_part(out, at);
+  }
+}
+
+/// apply: one call with a tuple of arguments.
+template <class F, class Tuple>
+ResultKind apply_entry(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+  F f = task_callable<F>(payload);
+  auto args = deserialize<Tuple>(take_part(payload));
+  using R = decltype(std::apply(f, std::move(args)));
+  if constexpr (std::is_void_v<R>) {
+    std::apply(f, std::move(args));
+  } else {
+    serialize_to(out, std::apply(f, std::move(args)));
+  }
+  return ResultKind::value;
+}
+
+/// map / starmap: a chunk of items, each an argument (or a tuple of arguments when Star).
+template <class F, class T, bool Star>
+ResultKind map_chunk_entry(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+  F f = task_callable<F>(payload);
+  auto items = deserialize<std::vector<T>>(take_part(payload));
+  auto call = [&](T& item) -> decltype(auto) {
+    if constexpr (Star)
+      return std::apply(f, std::move(item));
+    else
+      return std::invoke(f, std::move(item));
+  };
+  using R = std::decay_t<decltype(call(items[0]))>;
+  ChunkOutcome<R> outcome;
+  outcome.values.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    try {
+      outcome.values.push_back(call(items[i]));
+    } catch (...) {
+      outcome.errors.emplace_back(static_cast<std::uint32_t>(i), capture_current_exception());
+    }
+  }
+  if (outcome.errors.empty()) {
+    serialize_to(out, outcome.values);
+    return ResultKind::value;
+  }
+  serialize_to(out, outcome);
+  return ResultKind::partial;
+}
+
+/// The FunctionId of an entry instantiation (computed once per type).
+template <auto Entry>
+const FunctionId& entry_id() {
+  static const FunctionId id = function_id_of(reinterpret_cast<const void*>(Entry));
+  return id;
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,8 @@
+// mproc/mproc.hpp — everything mproc offers on one machine (mpi.hpp is separate).
+#pragma once
+
+#include "mproc/errors.hpp"
+#include "mproc/process.hpp"
+#include "mproc/serialize.hpp"
+#include "mproc/future.hpp"
+#include "mproc/pool.hpp"

@@ -1,0 +1,710 @@
+// src/pool/pool_core.cpp — the engine of mproc::Pool: dispatch, results, worker deaths.
+//
+//   user threads                       supervisor thread (one per pool)
+//   ────────────                       ────────────────────────────────
+//   apply_async / map / imap           epoll: result eventfd, wake eventfd,
+//     │ TaskRequest                           each worker's pidfd and stderr pipe
+//     ▼                                       │
+//   submit() ──► pending_ ──dispatch──►  task ring (shm, SPSC) ──► worker process
+//     (mutex_)    (deque)   ≤ 2 per worker                          │ runs the entry the
+//                                                                   │ task names; publishes
+//   Future ◄── sink ◄── drain_results() ◄── result ring (shm, SPSC) ◄┘ running_task in its
+//   (callbacks run here)                                               control block
+//
+//   worker dies ─► pidfd readable ─► handle_exit(): deliver what it finished, find the
+//   task it was running (control block), then: a chunk of several items is split in
+//   halves and re-queued (poison-item bisection); a single task is retried while retries
+//   remain, else fails with WorkerCrashed / TaskTimeout / MemoryLimitExceeded; tasks
+//   queued behind it go back to the front of pending_; a replacement worker is launched
+//   from the zygote (fork), the forkserver, or by spawn — never by forking this process.
+//
+// Wake-ups: a worker spins briefly and then sleeps on its task ring's futex; the
+// supervisor sleeps in epoll, and a worker writes the result eventfd only when the
+// supervisor announced it is going to sleep. Nothing blocks forever: every worker's end
+// is seen through its pidfd, and every worker dies with this process (control channel).
+#include "pool/pool_core.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+
+#include "fd_passing.hpp"
+
+namespace mproc::detail {
+namespace {
+
+constexpr unsigned max_processes = 1024;
+constexpr std::size_t tasks_in_flight_per_worker = 2;
+constexpr std::size_t default_ring_capacity = std::size_t{4} << 20;
+constexpr std::size_t stderr_tail_bytes = 4096;
+
+// epoll data: kind in the top byte, slot index below.
+enum EventKind : std::uint64_t { event_wake = 1, event_results = 2, event_exit = 3, event_stderr = 4 };
+std::uint64_t event_key(EventKind kind, unsigned slot = 0) { return (std::uint64_t{kind} << 56) | slot; }
+
+std::int64_t monotonic_ns() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::uint64_t system_oom_kills() {
+  std::ifstream vmstat("/proc/vmstat");
+  std::string key;
+  std::uint64_t value = 0;
+  while (vmstat >> key >> value)
+    if (key == "oom_kill") return value;
+  return 0;
+}
+
+unsigned checked_processes(unsigned requested) {
+  unsigned n = requested == 0 ? cpu_count() : requested;
+  if (n > max_processes)
+    throw std::invalid_argument("mproc::Pool: " + std::to_string(n) + " processes is more than the " +
+                                std::to_string(max_processes) + " a pool may have");
+  return n;
+}
+
+void epoll_add(int epoll, int fd, std::uint64_t key) {
+  epoll_event event{};
+  event.events = EPOLLIN;
+  event.data.u64 = key;
+  if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0) throw_errno("epoll_ctl(ADD) in the pool supervisor");
+}
+
+const char* worker_name_prefix(StartMethod method) {
+  switch (method) {
+    case StartMethod::fork: return "ForkPoolWorker-";
+    case StartMethod::forkserver: return "ForkServerPoolWorker-";
+    case StartMethod::spawn: return "SpawnPoolWorker-";
+  }
+  return "PoolWorker-";
+}
+
+}  // namespace
+
+PoolCore::PoolCore(const PoolOptions& options)
+    : options_(options), processes_(checked_processes(options.processes)), ring_capacity_(default_ring_capacity) {
+  if (options.task_timeout && *options.task_timeout <= std::chrono::nanoseconds::zero())
+    throw std::invalid_argument("mproc::Pool: task_timeout must be positive");
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throw_errno("cannot create the pool's epoll instance");
+  wake_event_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  result_event_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_event_ || !result_event_) throw_errno("cannot create the pool's eventfds");
+  epoll_add(epoll_.get(), wake_event_.get(), event_key(event_wake));
+  epoll_add(epoll_.get(), result_event_.get(), event_key(event_results));
+  for (int fd : {epoll_.get(), wake_event_.get(), result_event_.get()}) track_parent_only_fd(fd);
+
+  if (options_.start_method == StartMethod::fork) {
+    // The zygote is a copy of this process as it is now, made before the supervisor
+    // thread exists; every worker, first and replacement, is forked from it.
+    zygote_ = start_zygote();
+    track_parent_only_fd(zygote_.control.get());
+    track_parent_only_fd(zygote_.pidfd.get());
+  }
+  std::lock_guard lock(mutex_);
+  try {
+    for (unsigned i = 0; i < processes_; ++i) {
+      slots_.push_back(std::make_unique<Slot>());
+      slots_.back()->index = i;
+      launch_worker_locked(*slots_.back());
+    }
+  } catch (...) {
+    for (auto& slot : slots_)
+      if (slot->alive) pidfd_send_signal(slot->child.pidfd.get(), SIGKILL);
+    for (auto& slot : slots_)
+      if (slot->alive) reap_child(slot->child);
+    if (zygote_.pidfd) stop_server(zygote_);
+    throw;
+  }
+  supervisor_ = std::thread([this] { supervise(); });
+}
+
+PoolCore::~PoolCore() {
+  if (supervisor_.joinable()) {
+    terminate();
+    join();
+  }
+  for (auto& slot : slots_) {
+    for (int fd : {slot->child.control.get(), slot->child.pidfd.get(), slot->child.status.get(),
+                   slot->stderr_read.get(), slot->segment.fd()})
+      if (fd >= 0) untrack_parent_only_fd(fd);
+  }
+  for (int fd : {epoll_.get(), wake_event_.get(), result_event_.get(), zygote_.control.get(), zygote_.pidfd.get()})
+    if (fd >= 0) untrack_parent_only_fd(fd);
+  if (zygote_.pidfd) stop_server(zygote_);
+}
+
+// ----------------------------------------------------------------------------- workers
+
+void PoolCore::launch_worker_locked(Slot& slot) {
+  const std::size_t ring_bytes = SpscRing::required_bytes(ring_capacity_);
+  WorkerBoot boot;
+  boot.ring_capacity = ring_capacity_;
+  boot.task_ring_offset = control_bytes;
+  boot.result_ring_offset = control_bytes + ring_bytes;
+  boot.segment_bytes = control_bytes + 2 * ring_bytes;
+  boot.max_tasks = options_.max_tasks_per_child;
+  boot.memory_limit = options_.max_memory_per_child;
+  if (const auto& init = options_.initializer.target()) {
+    boot.has_initializer = true;
+    boot.initializer = *init;
+  }
+
+  ShmSegment segment = ShmSegment::create(boot.segment_bytes, "mproc-pool-worker");
+  auto* control = new (segment.data()) WorkerControl{};
+  control->magic.store(WorkerControl::magic_value);
+  SpscRing tasks = SpscRing::create(segment.bytes().subspan(boot.task_ring_offset, ring_bytes), ring_capacity_);
+  SpscRing results = SpscRing::create(segment.bytes().subspan(boot.result_ring_offset, ring_bytes), ring_capacity_);
+
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("cannot create a worker's stderr pipe");
+  UniqueFd stderr_read(pipe_fds[0]), stderr_write(pipe_fds[1]);
+  ::fcntl(stderr_read.get(), F_SETFL, O_NONBLOCK);
+
+  SpawnTarget target;
+  target.entry = function_id_of(reinterpret_cast<const void*>(&pool_worker_entry));
+  target.payload = serialize(boot);
+  ProcessOptions names;
+  names.name = worker_name_prefix(options_.start_method) + std::to_string(stats_.workers_started + 1);
+  names.daemon = true;
+  ChildIdentity identity = next_child_identity(names);
+  const int fds[worker_fd_count] = {segment.fd(), result_event_.get(), stderr_write.get()};
+
+  LaunchedChild child;
+  switch (options_.start_method) {
+    case StartMethod::fork: child = launch_from_server(zygote_, identity, target, fds); break;
+    case StartMethod::forkserver: child = launch_forkserver(identity, target, fds); break;
+    case StartMethod::spawn: child = launch_spawn(identity, target, fds); break;
+  }
+  stderr_write.reset();
+
+  slot.child = std::move(child);
+  slot.segment = std::move(segment);
+  slot.control = control;
+  slot.tasks = tasks;
+  slot.results = results;
+  slot.stderr_read = std::move(stderr_read);
+  slot.stderr_tail.clear();
+  slot.assigned.clear();
+  slot.dispatched = 0;
+  slot.stop_sent = false;
+  slot.killed_by_pool = false;
+  slot.alive = true;
+  slot.oom_kills_at_start = system_oom_kills();
+  for (int fd : {slot.child.control.get(), slot.child.pidfd.get(), slot.child.status.get(),
+                 slot.stderr_read.get(), slot.segment.fd()})
+    if (fd >= 0) track_parent_only_fd(fd);
+  epoll_add(epoll_.get(), slot.child.pidfd.get(), event_key(event_exit, slot.index));
+  epoll_add(epoll_.get(), slot.stderr_read.get(), event_key(event_stderr, slot.index));
+  ++stats_.workers_started;
+}
+
+void PoolCore::send_stop_locked(Slot& slot) {
+  if (!slot.alive || slot.stop_sent) return;
+  TaskRecordHeader header{};
+  header.kind = TaskRecordKind::stop;
+  std::byte* p = slot.tasks.try_begin_write(sizeof header);
+  if (!p) return;  // its ring is full of work: it will be told once that is drained
+  std::memcpy(p, &header, sizeof header);
+  if (slot.tasks.commit_write(sizeof header)) slot.tasks.wake_consumer();
+  slot.stop_sent = true;
+}
+
+bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task, Completions& done) {
+  const auto& request = task.request;
+  TaskRecordHeader header{};
+  header.task_id = id;
+  header.entry_offset = request.entry.offset;
+  header.module_length = static_cast<std::uint32_t>(request.entry.module.size());
+  header.kind = TaskRecordKind::task;
+  header.payload_length = request.payload.size();
+  const std::size_t size = sizeof header + request.entry.module.size() + request.payload.size();
+  if (size > slot.tasks.max_record_size()) {
+    done.push_back({request.sink, TaskRef{id, request.begin, request.end},
+                    std::make_exception_ptr(std::length_error(
+                        "mproc::Pool: the task's arguments (" + std::to_string(request.payload.size()) +
+                        " bytes) do not fit the pool's ring (" + std::to_string(slot.tasks.max_record_size()) +
+                        " bytes); pass large data in SharedMemory"))});
+    ++stats_.tasks_failed;
+    tasks_.erase(id);
+    return true;  // consumed (failed)
+  }
+  std::byte* p = slot.tasks.try_begin_write(size);
+  if (!p) return false;
+  std::memcpy(p, &header, sizeof header);
+  std::memcpy(p + sizeof header, request.entry.module.data(), request.entry.module.size());
+  if (!request.payload.empty())
+    std::memcpy(p + sizeof header + request.entry.module.size(), request.payload.data(), request.payload.size());
+  if (slot.tasks.commit_write(size)) slot.tasks.wake_consumer();
+  slot.assigned.push_back(id);
+  ++slot.dispatched;
+  task.slot = static_cast<int>(slot.index);
+  return true;
+}
+
+void PoolCore::dispatch_locked(Completions& done) {
+  while (!pending_.empty()) {
+    Slot* best = nullptr;
+    for (auto& slot : slots_) {
+      if (!slot->alive || slot->stop_sent || slot->assigned.size() >= tasks_in_flight_per_worker) continue;
+      if (options_.max_tasks_per_child && slot->dispatched >= options_.max_tasks_per_child) continue;
+      if (!best || slot->assigned.size() < best->assigned.size()) best = slot.get();
+    }
+    if (!best) return;
+    std::uint64_t id = pending_.front();
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) {
+      pending_.pop_front();
+      continue;
+    }
+    if (!write_task_locked(*best, id, it->second, done)) return;
+    pending_.pop_front();
+  }
+}
+
+// ----------------------------------------------------------------------------- user side
+
+std::uint64_t PoolCore::submit(TaskRequest request) {
+  Completions done;
+  std::uint64_t id;
+  bool has_timeout;
+  {
+    std::lock_guard lock(mutex_);
+    if (state_ == State::broken) throw PoolBroken("mproc::Pool is broken: " + broken_reason_);
+    if (state_ != State::running) throw PoolClosed("mproc::Pool: cannot submit work after close() or terminate()");
+    id = ++next_id_;
+    Task task;
+    task.retries_left = request.max_retries.value_or(options_.max_retries);
+    task.timeout = request.timeout ? request.timeout : options_.task_timeout;
+    if (task.timeout && *task.timeout <= std::chrono::nanoseconds::zero())
+      throw std::invalid_argument("mproc::Pool: a task timeout must be positive");
+    has_timeout = task.timeout.has_value();
+    task.request = std::move(request);
+    tasks_.emplace(id, std::move(task));
+    pending_.push_back(id);
+    dispatch_locked(done);
+  }
+  complete(done);
+  if (has_timeout) wake_supervisor();  // it watches deadlines
+  return id;
+}
+
+bool PoolCore::cancel(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  auto it = std::find(pending_.begin(), pending_.end(), id);
+  if (it == pending_.end()) return false;
+  pending_.erase(it);
+  tasks_.erase(id);
+  return true;
+}
+
+void PoolCore::close() {
+  {
+    std::lock_guard lock(mutex_);
+    if (state_ == State::running) state_ = State::closed;
+  }
+  wake_supervisor();
+}
+
+void PoolCore::terminate() {
+  Completions done;
+  {
+    std::lock_guard lock(mutex_);
+    if (state_ == State::terminated) return;
+    state_ = State::terminated;
+    fail_all_locked(std::make_exception_ptr(PoolTerminated("mproc::Pool was terminated")), done);
+    for (auto& slot : slots_) {
+      if (slot->alive) {
+        slot->killed_by_pool = true;
+        pidfd_send_signal(slot->child.pidfd.get(), SIGKILL);
+      }
+    }
+  }
+  complete(done);
+  wake_supervisor();
+}
+
+void PoolCore::join() {
+  {
+    std::lock_guard lock(mutex_);
+    if (state_ == State::running)
+      throw std::logic_error("mproc::Pool::join: call close() or terminate() first");
+  }
+  std::lock_guard lock(join_mutex_);
+  if (supervisor_.joinable()) {
+    if (supervisor_.get_id() == std::this_thread::get_id())
+      throw std::logic_error("mproc::Pool::join: called from the pool's own thread (a callback)");
+    supervisor_.join();
+  }
+}
+
+PoolStats PoolCore::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+void PoolCore::wake_supervisor() {
+  std::uint64_t one = 1;
+  (void)!::write(wake_event_.get(), &one, sizeof one);
+}
+
+void PoolCore::complete(Completions& done) {
+  for (auto& c : done) {
+    try {
+      c.sink->fail(c.ref, c.error);
+    } catch (...) {
+      // A sink never throws on purpose; a user callback that does must not kill the pool.
+    }
+  }
+  done.clear();
+}
+
+void PoolCore::fail_all_locked(std::exception_ptr error, Completions& done) {
+  for (auto& [id, task] : tasks_)
+    done.push_back({task.request.sink, TaskRef{id, task.request.begin, task.request.end}, error});
+  stats_.tasks_failed += tasks_.size();
+  tasks_.clear();
+  pending_.clear();
+  for (auto& slot : slots_) slot->assigned.clear();
+}
+
+void PoolCore::break_pool_locked(const std::string& why, Completions& done) {
+  state_ = State::broken;
+  broken_reason_ = why;
+  fail_all_locked(std::make_exception_ptr(PoolBroken("mproc::Pool is broken: " + why)), done);
+  for (auto& slot : slots_) {
+    if (slot->alive) {
+      slot->killed_by_pool = true;
+      pidfd_send_signal(slot->child.pidfd.get(), SIGKILL);
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------- results
+
+std::exception_ptr PoolCore::exception_from_result(const Task& task, const Slot& slot,
+                                                   std::span<const std::byte> payload) {
+  try {
+    auto remote = deserialize<RemoteException>(payload);
+    if (remote.type_id == "mproc::MemoryLimitExceeded") {
+      CrashReport report;
+      report.pid = slot.child.pid;
+      report.function = task.request.function_name ? *task.request.function_name : std::string();
+      if (task.request.chunk) report.item = task.request.begin;
+      return std::make_exception_ptr(MemoryLimitExceeded(options_.max_memory_per_child, report));
+    }
+    return rebuild_exception(remote);
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+bool PoolCore::drain_results(Slot& slot) {
+  bool any = false;
+  for (;;) {
+    std::optional<std::span<const std::byte>> record;
+    try {
+      record = slot.results.try_read();
+    } catch (const std::exception& e) {
+      // A worker that corrupts its result ring cannot be trusted: it is killed and its
+      // tasks are handled as those of a crashed worker.
+      std::lock_guard lock(mutex_);
+      slot.killed_by_pool = true;
+      pidfd_send_signal(slot.child.pidfd.get(), SIGKILL);
+      return any;
+    }
+    if (!record) return any;
+    any = true;
+    ResultRecordHeader header;
+    bool well_formed = record->size() >= sizeof header;
+    if (well_formed) {
+      std::memcpy(&header, record->data(), sizeof header);
+      well_formed = sizeof header + header.payload_length == record->size();
+    }
+    if (!well_formed) {
+      slot.results.pop();
+      continue;
+    }
+    auto payload = record->subspan(sizeof header, header.payload_length);
+    auto kind = static_cast<ResultKind>(header.kind);
+    Completions done;
+    std::shared_ptr<TaskSink> sink;
+    TaskRef ref;
+    std::exception_ptr error;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = tasks_.find(header.task_id);
+      if (it != tasks_.end()) {
+        Task& task = it->second;
+        sink = task.request.sink;
+        ref = TaskRef{header.task_id, task.request.begin, task.request.end};
+        if (kind == ResultKind::exception) {
+          error = exception_from_result(task, slot, payload);
+          ++stats_.tasks_failed;
+        } else {
+          ++stats_.tasks_done;
+        }
+        tasks_.erase(it);
+      }
+      auto pos = std::find(slot.assigned.begin(), slot.assigned.end(), header.task_id);
+      if (pos != slot.assigned.end()) slot.assigned.erase(pos);
+      consecutive_initializer_failures_ = 0;  // a worker got past its initializer
+      dispatch_locked(done);
+    }
+    if (sink) {
+      try {
+        if (error)
+          sink->fail(ref, error);
+        else
+          sink->deliver(ref, kind, payload);
+      } catch (...) {
+      }
+    }
+    slot.results.pop();
+    complete(done);
+  }
+}
+
+void PoolCore::read_stderr(Slot& slot) {
+  if (!slot.stderr_read) return;
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(slot.stderr_read.get(), buffer, sizeof buffer);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      return;  // EAGAIN, or EOF (every writer closed)
+    }
+    // The worker's stderr is the program's: pass it on, keep the tail for crash reports.
+    try {
+      write_all(STDERR_FILENO, buffer, static_cast<std::size_t>(n), "stderr");
+    } catch (...) {
+    }
+    slot.stderr_tail.append(buffer, static_cast<std::size_t>(n));
+    if (slot.stderr_tail.size() > stderr_tail_bytes)
+      slot.stderr_tail.erase(0, slot.stderr_tail.size() - stderr_tail_bytes);
+  }
+}
+
+// ----------------------------------------------------------------------------- deaths
+
+void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, Completions& done) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  Task& task = it->second;
+  TaskRef ref{id, task.request.begin, task.request.end};
+  CrashReport report;
+  report.pid = slot.child.pid;
+  if (exit_code < 0) {
+    report.signal = -exit_code;
+    report.signal_name = signal_name(-exit_code);
+    report.oom_killed = exit_code == -SIGKILL && !slot.killed_by_pool &&
+                        system_oom_kills() > slot.oom_kills_at_start;
+  } else {
+    report.exit_code = exit_code;
+  }
+  report.function = task.request.function_name ? *task.request.function_name : std::string();
+  if (task.request.chunk) report.item = task.request.begin;
+  report.stderr_tail = slot.stderr_tail;
+
+  if (task.timed_out) {
+    ++stats_.tasks_timed_out;
+    ++stats_.tasks_failed;
+    done.push_back({task.request.sink, ref, std::make_exception_ptr(TaskTimeout(*task.timeout, report))});
+    tasks_.erase(it);
+    return;
+  }
+  const std::size_t items = task.request.end - task.request.begin;
+  if (task.request.chunk && items > 1) {
+    // Poison-item isolation: halve the chunk until the item that kills is alone.
+    const std::size_t middle = task.request.begin + items / 2;
+    for (auto [begin, end] : {std::pair{middle, task.request.end}, std::pair{task.request.begin, middle}}) {
+      Task half;
+      half.request.entry = task.request.entry;
+      half.request.payload = task.request.chunk->encode(begin, end);
+      half.request.function_name = task.request.function_name;
+      half.request.sink = task.request.sink;
+      half.request.chunk = task.request.chunk;
+      half.request.begin = begin;
+      half.request.end = end;
+      half.retries_left = task.retries_left;
+      half.timeout = task.timeout;
+      std::uint64_t half_id = ++next_id_;
+      tasks_.emplace(half_id, std::move(half));
+      pending_.push_front(half_id);  // the first half ends up first
+    }
+    tasks_.erase(it);
+    return;
+  }
+  if (task.retries_left > 0) {
+    --task.retries_left;
+    ++stats_.tasks_retried;
+    task.slot = -1;
+    pending_.push_front(id);
+    return;
+  }
+  ++stats_.tasks_failed;
+  done.push_back({task.request.sink, ref, std::make_exception_ptr(WorkerCrashed(report))});
+  tasks_.erase(it);
+}
+
+void PoolCore::handle_exit(Slot& slot) {
+  drain_results(slot);  // what it finished before dying is delivered
+  read_stderr(slot);
+  const int exit_code = reap_child(slot.child);
+  Completions done;
+  {
+    std::lock_guard lock(mutex_);
+    slot.alive = false;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, slot.child.pidfd.get(), nullptr);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, slot.stderr_read.get(), nullptr);
+    for (int fd : {slot.child.control.get(), slot.child.pidfd.get(), slot.child.status.get(),
+                   slot.stderr_read.get(), slot.segment.fd()})
+      if (fd >= 0) untrack_parent_only_fd(fd);
+    const auto reason = static_cast<WorkerExit>(slot.control->exit_reason.load(std::memory_order_acquire));
+    const bool was_ready = slot.control->ready.load(std::memory_order_acquire) != 0;
+    const std::uint64_t running = slot.control->running_task.load(std::memory_order_acquire);
+
+    // Tasks queued behind the one it was running never started: they go back, in order.
+    std::deque<std::uint64_t> assigned = std::move(slot.assigned);
+    slot.assigned.clear();
+    for (auto it = assigned.rbegin(); it != assigned.rend(); ++it) {
+      if (*it == running) continue;
+      auto task = tasks_.find(*it);
+      if (task == tasks_.end()) continue;
+      task->second.slot = -1;
+      pending_.push_front(*it);
+    }
+    if (running != 0 && std::find(assigned.begin(), assigned.end(), running) != assigned.end())
+      fail_culprit_locked(slot, running, exit_code, done);
+
+    if (state_ != State::terminated && state_ != State::broken) {
+      if (reason == WorkerExit::recycled || reason == WorkerExit::memory_limit) {
+        ++stats_.workers_recycled;
+      } else if (reason != WorkerExit::stopped) {
+        ++stats_.workers_died;
+        if (!was_ready) ++consecutive_initializer_failures_;
+      }
+      if (consecutive_initializer_failures_ >= std::max(3u, processes_)) {
+        break_pool_locked("its workers die in the initializer (" + options_.initializer.name() + "), " +
+                              std::to_string(consecutive_initializer_failures_) + " times in a row; last: " +
+                              (exit_code < 0 ? signal_name(-exit_code) : "exit status " + std::to_string(exit_code)),
+                          done);
+      } else if (reason != WorkerExit::stopped && (state_ == State::running || !tasks_.empty())) {
+        try {
+          launch_worker_locked(slot);
+        } catch (const std::exception& e) {
+          break_pool_locked(std::string("cannot start a replacement worker: ") + e.what(), done);
+        }
+      }
+    }
+    dispatch_locked(done);
+  }
+  complete(done);
+}
+
+int PoolCore::check_timeouts_locked() {
+  const std::int64_t now = monotonic_ns();
+  std::int64_t next = -1;
+  auto consider = [&](std::int64_t at) {
+    if (next < 0 || at < next) next = at;
+  };
+  for (auto& slot : slots_) {
+    if (!slot->alive) continue;
+    const std::uint64_t running = slot->control->running_task.load(std::memory_order_acquire);
+    for (std::uint64_t id : slot->assigned) {
+      auto it = tasks_.find(id);
+      if (it == tasks_.end() || !it->second.timeout) continue;
+      if (id != running) {
+        consider(now + 5'000'000);  // not started yet: look again soon
+        continue;
+      }
+      const std::int64_t deadline = slot->control->running_since.load(std::memory_order_relaxed) +
+                                    static_cast<std::int64_t>(it->second.timeout->count());
+      if (now >= deadline) {
+        if (!it->second.timed_out) {
+          it->second.timed_out = true;
+          slot->killed_by_pool = true;
+          pidfd_send_signal(slot->child.pidfd.get(), SIGKILL);
+        }
+      } else {
+        consider(deadline);
+      }
+    }
+  }
+  if (next < 0) return -1;
+  const std::int64_t wait_ns = std::max<std::int64_t>(0, next - now);
+  return static_cast<int>(std::min<std::int64_t>(INT_MAX, (wait_ns + 999'999) / 1'000'000));
+}
+
+bool PoolCore::finished_locked() const {
+  for (auto& slot : slots_)
+    if (slot->alive) return false;
+  return state_ != State::running;
+}
+
+// ----------------------------------------------------------------------------- supervisor
+
+void PoolCore::supervise() {
+  epoll_event events[64];
+  for (;;) {
+    for (auto& slot : slots_) drain_results(*slot);
+    int timeout_ms;
+    {
+      std::lock_guard lock(mutex_);
+      if (state_ == State::closed && tasks_.empty())
+        for (auto& slot : slots_) send_stop_locked(*slot);
+      if (finished_locked()) break;
+      timeout_ms = check_timeouts_locked();
+    }
+    // Announce sleep, then look once more: a result published in between is not missed.
+    bool pending_results = false;
+    for (auto& slot : slots_) {
+      if (!slot->alive) continue;
+      slot->results.prepare_to_sleep();
+      if (slot->results.try_read()) pending_results = true;
+    }
+    int n = 0;
+    if (!pending_results) {
+      n = ::epoll_wait(epoll_.get(), events, 64, timeout_ms);
+      if (n < 0 && errno != EINTR) std::perror("mproc pool supervisor: epoll_wait");
+    }
+    for (auto& slot : slots_)
+      if (slot->alive) slot->results.cancel_sleep();
+    std::vector<unsigned> exited;
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t kind = events[i].data.u64 >> 56;
+      const unsigned index = static_cast<unsigned>(events[i].data.u64 & 0xffffffffU);
+      std::uint64_t drained;
+      if (kind == event_wake) (void)!::read(wake_event_.get(), &drained, sizeof drained);
+      if (kind == event_results) (void)!::read(result_event_.get(), &drained, sizeof drained);
+      if (kind == event_stderr && index < slots_.size()) read_stderr(*slots_[index]);
+      if (kind == event_exit && index < slots_.size()) exited.push_back(index);
+    }
+    for (unsigned index : exited)
+      if (slots_[index]->alive) handle_exit(*slots_[index]);
+  }
+}
+
+// ----------------------------------------------------------------------------- the C++ API's hooks
+
+std::shared_ptr<PoolCore> make_pool_core(const PoolOptions& options) { return std::make_shared<PoolCore>(options); }
+std::uint64_t pool_submit(PoolCore& core, TaskRequest request) { return core.submit(std::move(request)); }
+bool pool_cancel(PoolCore& core, std::uint64_t task_id) { return core.cancel(task_id); }
+unsigned pool_processes(const PoolCore& core) { return core.processes(); }
+void pool_close(PoolCore& core) { core.close(); }
+void pool_join(PoolCore& core) { core.join(); }
+void pool_terminate(PoolCore& core) { core.terminate(); }
+PoolStats pool_stats(const PoolCore& core) { return core.stats(); }
+
+}  // namespace mproc::detail

@@ -1,0 +1,194 @@
+// src/pool/worker_main.cpp — the loop every pool worker runs: take a task from its ring,
+// run the entry the task names, put the result in the other ring, and tell the pool what
+// it is running so a death can be pinned on the right task.
+#include <signal.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <string>
+#include <unordered_map>
+
+#include "launch/launcher.hpp"
+#include "mproc/detail/task_entry.hpp"
+#include "pool/worker_protocol.hpp"
+#include "shm_segment.hpp"
+#include "spsc_ring.hpp"
+#include "syscall.hpp"
+
+namespace mproc::detail {
+namespace {
+
+std::int64_t monotonic_ns() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// The address space this process already uses: the memory limit is counted on top of it.
+std::uint64_t current_address_space() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmSize:") {
+      std::uint64_t kib = 0;
+      status >> kib;
+      return kib * 1024;
+    }
+    status.ignore(4096, '\n');
+  }
+  return 0;
+}
+
+void limit_memory(std::uint64_t limit) {
+  rlimit rl{};
+  rl.rlim_cur = rl.rlim_max = current_address_space() + limit;
+  if (::setrlimit(RLIMIT_AS, &rl) != 0) std::perror("mproc worker: setrlimit(RLIMIT_AS)");
+}
+
+// Entries by identity; resolving walks the loaded modules, so it is done once per entry.
+TaskEntry find_entry(std::uint64_t offset, std::string_view module) {
+  static std::unordered_map<std::string, TaskEntry> cache;
+  std::string key(module);
+  key += '#';
+  key += std::to_string(offset);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  FunctionId id{std::string(module), offset};
+  auto entry = reinterpret_cast<TaskEntry>(resolve_function(id));
+  cache.emplace(std::move(key), entry);
+  return entry;
+}
+
+class Worker {
+ public:
+  Worker(const WorkerBoot& boot, std::vector<UniqueFd> fds)
+      : boot_(boot),
+        segment_(ShmSegment::attach(std::move(fds[worker_fd_segment]))),
+        result_event_(std::move(fds[worker_fd_result_event])) {
+    if (segment_.size() < boot.segment_bytes) throw SerializationError("worker segment is smaller than announced");
+    control_ = reinterpret_cast<WorkerControl*>(segment_.data());
+    tasks_ = SpscRing::attach(segment_.bytes().subspan(boot.task_ring_offset, SpscRing::required_bytes(boot.ring_capacity)));
+    results_ = SpscRing::attach(segment_.bytes().subspan(boot.result_ring_offset, SpscRing::required_bytes(boot.ring_capacity)));
+  }
+
+  [[noreturn]] void run() {
+    if (boot_.memory_limit) limit_memory(boot_.memory_limit);
+    if (boot_.has_initializer) {
+      try {
+        run_spawn_target(boot_.initializer);
+      } catch (...) {
+        std::fprintf(stderr, "mproc worker %d: the initializer threw: %s\n", ::getpid(),
+                     capture_current_exception().what.c_str());
+        finish(WorkerExit::initializer_failed, initializer_failed_exit_code);
+      }
+    }
+    control_->ready.store(1, std::memory_order_release);
+    std::vector<std::byte> out;
+    for (;;) {
+      tasks_.wait_readable(std::chrono::nanoseconds(-1));
+      auto record = tasks_.try_read();
+      if (!record) continue;
+      TaskRecordHeader header;
+      if (record->size() < sizeof header) throw SerializationError("task record shorter than its header");
+      std::memcpy(&header, record->data(), sizeof header);
+      if (header.kind == TaskRecordKind::stop) {
+        tasks_.pop();
+        finish(WorkerExit::stopped, 0);
+      }
+      if (sizeof header + header.module_length + header.payload_length != record->size())
+        throw SerializationError("task record length does not match its header");
+      std::string_view module(reinterpret_cast<const char*>(record->data() + sizeof header), header.module_length);
+      auto payload = record->subspan(sizeof header + header.module_length, header.payload_length);
+
+      control_->running_since.store(monotonic_ns(), std::memory_order_relaxed);
+      control_->running_task.store(header.task_id, std::memory_order_release);
+      out.clear();
+      ResultKind kind;
+      bool out_of_memory = false;
+      try {
+        kind = find_entry(header.entry_offset, module)(payload, out);
+      } catch (...) {
+        out.clear();
+        RemoteException error = capture_current_exception();
+        if (boot_.memory_limit && error.type_id == typeid(std::bad_alloc).name()) {
+          out_of_memory = true;
+          error.type_id = "mproc::MemoryLimitExceeded";
+        }
+        serialize_to(out, error);
+        kind = ResultKind::exception;
+      }
+      tasks_.pop();
+      send_result(header.task_id, kind, out);
+      control_->running_task.store(0, std::memory_order_release);
+      auto done = control_->tasks_done.fetch_add(1, std::memory_order_relaxed) + 1;
+      // The memory a task could not get may be fragmented or leaked: start afresh.
+      if (out_of_memory) finish(WorkerExit::memory_limit, 0);
+      if (boot_.max_tasks && done >= boot_.max_tasks) finish(WorkerExit::recycled, 0);
+    }
+  }
+
+ private:
+  void send_result(std::uint64_t task_id, ResultKind kind, const std::vector<std::byte>& payload) {
+    ResultRecordHeader header{task_id, static_cast<std::uint32_t>(kind), 0, payload.size()};
+    const std::size_t size = sizeof header + payload.size();
+    if (size > results_.max_record_size()) {
+      std::vector<std::byte> error;
+      RemoteException too_big{typeid(std::length_error).name(), "std::length_error",
+                              "the task's result of " + std::to_string(payload.size()) +
+                                  " bytes is larger than the pool's ring (" +
+                                  std::to_string(results_.max_record_size()) + " bytes)",
+                              ""};
+      serialize_to(error, too_big);
+      send_result(task_id, ResultKind::exception, error);
+      return;
+    }
+    std::byte* slot;
+    while ((slot = results_.try_begin_write(size)) == nullptr)
+      results_.wait_writable(size, std::chrono::nanoseconds(-1));
+    std::memcpy(slot, &header, sizeof header);
+    if (!payload.empty()) std::memcpy(slot + sizeof header, payload.data(), payload.size());
+    if (results_.commit_write(size)) {
+      std::uint64_t one = 1;
+      (void)!::write(result_event_.get(), &one, sizeof one);
+    }
+  }
+
+  [[noreturn]] void finish(WorkerExit reason, int code) {
+    control_->exit_reason.store(static_cast<std::uint32_t>(reason), std::memory_order_release);
+    flush_std_streams();
+    ::_exit(code);
+  }
+
+  WorkerBoot boot_;
+  ShmSegment segment_;
+  UniqueFd result_event_;
+  WorkerControl* control_ = nullptr;
+  SpscRing tasks_;
+  SpscRing results_;
+};
+
+}  // namespace
+
+void pool_worker_entry(std::span<const std::byte> payload) {
+  // Ctrl-C goes to the whole process group: the program decides, its workers carry on (and
+  // die with it through their control channel if it ends).
+  ::signal(SIGINT, SIG_IGN);
+  auto fds = take_inherited_fds();
+  if (fds.size() != worker_fd_count) {
+    std::fprintf(stderr, "mproc worker: expected %zu descriptors, got %zu\n", std::size_t{worker_fd_count}, fds.size());
+    ::_exit(1);
+  }
+  ::dup2(fds[worker_fd_stderr].get(), STDERR_FILENO);
+  fds[worker_fd_stderr].reset();
+  WorkerBoot boot = deserialize<WorkerBoot>(payload);
+  Worker worker(boot, std::move(fds));
+  worker.run();
+}
+
+}  // namespace mproc::detail

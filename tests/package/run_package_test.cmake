@@ -1,0 +1,45 @@
+# tests/package/run_package_test.cmake — builds and runs tests/package/consumer one way:
+# MODE=find_package (installed tree), subdirectory (add_subdirectory) or pkg_config.
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+endfunction()
+
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(prefix ${WORK_DIR}/prefix)
+set(consumer ${MPROC_SOURCE_DIR}/tests/package/consumer)
+
+if(MODE STREQUAL "find_package" OR MODE STREQUAL "pkg_config")
+  run(${CMAKE_COMMAND} --install ${MPROC_BINARY_DIR} --prefix ${prefix})
+endif()
+
+if(MODE STREQUAL "find_package")
+  run(${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/build -DCMAKE_PREFIX_PATH=${prefix}
+      -DCMAKE_CXX_COMPILER=${CXX_COMPILER} "-DCMAKE_CXX_FLAGS=${EXTRA_FLAGS}")
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+  run(${WORK_DIR}/build/consumer)
+elseif(MODE STREQUAL "subdirectory")
+  run(${CMAKE_COMMAND} -S ${consumer} -B ${WORK_DIR}/build -DMPROC_CONSUMER_SUBDIRECTORY=${MPROC_SOURCE_DIR}
+      -DCMAKE_CXX_COMPILER=${CXX_COMPILER} "-DCMAKE_CXX_FLAGS=${EXTRA_FLAGS}")
+  run(${CMAKE_COMMAND} --build ${WORK_DIR}/build -j2)
+  run(${WORK_DIR}/build/consumer)
+elseif(MODE STREQUAL "pkg_config")
+  file(GLOB_RECURSE pc_files ${prefix}/*/mproc.pc)
+  list(GET pc_files 0 pc_file)
+  get_filename_component(pc_dir ${pc_file} DIRECTORY)
+  set(ENV{PKG_CONFIG_PATH} ${pc_dir})
+  execute_process(COMMAND pkg-config --cflags --libs mproc OUTPUT_VARIABLE flags RESULT_VARIABLE rc
+                  OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "pkg-config does not know mproc")
+  endif()
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  separate_arguments(extra UNIX_COMMAND "${EXTRA_FLAGS}")
+  run(${CXX_COMPILER} ${extra} ${consumer}/main.cpp -o ${WORK_DIR}/consumer ${flags})
+  run(${WORK_DIR}/consumer)
+else()
+  message(FATAL_ERROR "unknown MODE ${MODE}")
+endif()

@@ -1,0 +1,278 @@
+// tests/test_pool.cpp — the Pool API under every start method: apply, map, imap,
+// starmap, futures, initializer, recycling, exceptions that keep their type, close/join.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "mproc/pool.hpp"
+#include "support/leak_check.hpp"
+
+using namespace std::chrono_literals;
+using mproc::Pool;
+using mproc::PoolOptions;
+using mproc::StartMethod;
+
+namespace {
+
+int square(int x) { return x * x; }
+int add(int a, int b) { return a + b; }
+std::string greet(std::string name, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += "hi " + name + ";";
+  return out;
+}
+int worker_pid(int) { return ::getpid(); }
+void nothing() {}
+
+struct ParseError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+MPROC_REGISTER_EXCEPTION(ParseError);
+struct UnregisteredError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int throw_invalid_argument(int) { throw std::invalid_argument("bad argument 7"); }
+int throw_registered(int) { throw ParseError("line 3: unexpected token"); }
+int throw_unregistered(int) { throw UnregisteredError("nobody knows me"); }
+int fail_on_three(int x) {
+  if (x == 3) throw std::out_of_range("three is out");
+  return x;
+}
+
+int initialized_value = 0;
+void initialize(int value) { initialized_value = value; }
+int read_initialized(int) { return initialized_value; }
+
+class pool_test : public mproc_test::LeakCheckedTest, public ::testing::WithParamInterface<StartMethod> {
+ protected:
+  PoolOptions options(unsigned processes = 2) const {
+    return PoolOptions{.processes = processes, .start_method = GetParam()};
+  }
+};
+
+}  // namespace
+
+TEST_P(pool_test, apply_returns_the_result) {
+  Pool pool(options());
+  EXPECT_EQ(pool.apply(square, 7), 49);
+  EXPECT_EQ(pool.apply(add, 2, 3), 5);
+  EXPECT_EQ(pool.apply(greet, "ann", 2), "hi ann;hi ann;");
+  EXPECT_EQ(pool.apply([](int x) { return x + 1; }, 41), 42);
+  pool.apply(nothing);
+}
+
+TEST_P(pool_test, apply_runs_in_another_process) {
+  Pool pool(options());
+  EXPECT_NE(pool.apply(worker_pid, 0), ::getpid());
+}
+
+TEST_P(pool_test, apply_async_futures_resolve_in_any_order) {
+  Pool pool(options());
+  std::vector<mproc::Future<int>> futures;
+  for (int i = 0; i < 200; ++i) futures.push_back(pool.apply_async(square, i));
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(futures[i].get(), i * i);
+  EXPECT_TRUE(futures[0].ready());
+  EXPECT_TRUE(futures[0].successful());
+}
+
+TEST_P(pool_test, map_keeps_input_order) {
+  Pool pool(options());
+  std::vector<int> input(1000);
+  std::iota(input.begin(), input.end(), 0);
+  auto squares = pool.map(square, input);
+  ASSERT_EQ(squares.size(), input.size());
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(squares[i], i * i);
+  EXPECT_EQ(pool.map(square, input, 7), squares);  // explicit chunksize
+  EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());
+}
+
+TEST_P(pool_test, map_async_and_starmap) {
+  Pool pool(options());
+  auto future = pool.map_async(square, std::vector{1, 2, 3});
+  EXPECT_EQ(future.get(), (std::vector{1, 4, 9}));
+  std::vector<std::tuple<int, int>> pairs{{1, 2}, {3, 4}, {5, 6}};
+  EXPECT_EQ(pool.starmap(add, pairs), (std::vector{3, 7, 11}));
+  EXPECT_EQ(pool.starmap_async(add, pairs).get(), (std::vector{3, 7, 11}));
+}
+
+TEST_P(pool_test, imap_yields_in_order_and_imap_unordered_yields_everything) {
+  Pool pool(options());
+  std::vector<int> input(100);
+  std::iota(input.begin(), input.end(), 0);
+  std::vector<int> ordered;
+  for (int r : pool.imap(square, input)) ordered.push_back(r);
+  ASSERT_EQ(ordered.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(ordered[i], i * i);
+  std::multiset<int> unordered;
+  for (int r : pool.imap_unordered(square, input, 3)) unordered.insert(r);
+  EXPECT_EQ(unordered, std::multiset<int>(ordered.begin(), ordered.end()));
+}
+
+TEST_P(pool_test, imap_over_an_endless_input_stops_when_the_consumer_stops) {
+  Pool pool(options());
+  std::vector<int> got;
+  for (int r : pool.imap(square, std::views::iota(0))) {
+    got.push_back(r);
+    if (got.size() == 50) break;
+  }
+  ASSERT_EQ(got.size(), 50u);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(got[i], i * i);
+  // The input was consumed lazily: only a bounded number of tasks were ever submitted.
+  EXPECT_LT(pool.stats().tasks_done, 50u + 4 * pool.processes() + 1);
+}
+
+TEST_P(pool_test, std_exceptions_arrive_as_themselves) {
+  Pool pool(options());
+  try {
+    pool.apply(throw_invalid_argument, 1);
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "bad argument 7");
+  }
+  EXPECT_EQ(pool.apply(square, 3), 9);  // the worker survived
+}
+
+TEST_P(pool_test, registered_exceptions_arrive_as_themselves) {
+  Pool pool(options());
+  try {
+    pool.apply(throw_registered, 1);
+    FAIL() << "no exception";
+  } catch (const ParseError& e) {
+    EXPECT_STREQ(e.what(), "line 3: unexpected token");
+  }
+}
+
+TEST_P(pool_test, unregistered_exceptions_arrive_as_remote_error) {
+  Pool pool(options());
+  try {
+    pool.apply(throw_unregistered, 1);
+    FAIL() << "no exception";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_NE(e.type_name().find("UnregisteredError"), std::string::npos) << e.type_name();
+    EXPECT_EQ(e.remote_what(), "nobody knows me");
+    EXPECT_FALSE(e.remote_traceback().empty());
+  }
+}
+
+TEST_P(pool_test, map_throws_the_failed_items_exception_and_collect_returns_every_item) {
+  Pool pool(options());
+  std::vector<int> input{1, 2, 3, 4, 5};
+  EXPECT_THROW(pool.map(fail_on_three, input), std::out_of_range);
+  auto results = pool.map(fail_on_three, input, mproc::collect);
+  ASSERT_EQ(results.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    if (input[i] == 3) {
+      EXPECT_FALSE(results[i].ok());
+      EXPECT_THROW(results[i].value(), std::out_of_range);
+    } else {
+      EXPECT_EQ(results[i].value(), input[i]);
+    }
+  }
+}
+
+TEST_P(pool_test, initializer_runs_in_every_worker) {
+  auto opts = options();
+  opts.initializer = mproc::Initializer(initialize, 17);
+  Pool pool(opts);
+  auto values = pool.map(read_initialized, std::vector<int>(20, 0), 1);
+  for (int v : values) EXPECT_EQ(v, 17);
+}
+
+TEST_P(pool_test, max_tasks_per_child_recycles_workers) {
+  auto opts = options(1);
+  opts.max_tasks_per_child = 2;
+  Pool pool(opts);
+  std::set<int> pids;
+  for (int i = 0; i < 6; ++i) pids.insert(pool.apply(worker_pid, i));
+  EXPECT_EQ(pids.size(), 3u);
+  EXPECT_GE(pool.stats().workers_recycled, 2u);
+}
+
+TEST_P(pool_test, future_then_callbacks_run_once) {
+  Pool pool(options());
+  std::atomic<int> value{0}, errors{0};
+  auto ok = pool.apply_async(square, 6);
+  ok.then([&](const int& v) { value = v; }, [&](std::exception_ptr) { ++errors; });
+  auto bad = pool.apply_async(throw_invalid_argument, 0);
+  bad.then([&](const int&) { value = -1; }, [&](std::exception_ptr) { ++errors; });
+  ok.wait();
+  bad.wait();
+  pool.close();
+  pool.join();  // callbacks ran in the pool's thread, before it ended
+  EXPECT_EQ(value.load(), 36);
+  EXPECT_EQ(errors.load(), 1);
+}
+
+TEST_P(pool_test, as_completed_and_wait_see_every_future) {
+  Pool pool(options());
+  std::vector<mproc::Future<int>> futures;
+  for (int i = 0; i < 20; ++i) futures.push_back(pool.apply_async(square, i));
+  std::set<int> seen;
+  for (auto f : mproc::as_completed(futures)) seen.insert(f.get());
+  EXPECT_EQ(seen.size(), 20u);
+  auto result = mproc::wait(futures, 60s, mproc::ReturnWhen::ALL_COMPLETED);
+  EXPECT_EQ(result.done.size(), 20u);
+  EXPECT_TRUE(result.not_done.empty());
+}
+
+TEST_P(pool_test, close_refuses_new_work_and_join_waits_for_submitted_work) {
+  Pool pool(options());
+  auto future = pool.apply_async(square, 5);
+  pool.close();
+  EXPECT_THROW(pool.apply_async(square, 1), mproc::PoolClosed);
+  pool.join();
+  EXPECT_EQ(future.get(), 25);
+}
+
+TEST_P(pool_test, destructor_finishes_submitted_work) {
+  mproc::Future<int> future;
+  {
+    Pool pool(options());
+    future = pool.apply_async(square, 9);
+  }
+  EXPECT_EQ(future.get(), 81);
+}
+
+TEST_P(pool_test, stats_count_tasks_and_workers) {
+  Pool pool(options());
+  pool.map(square, std::vector<int>(10, 1), 1);
+  EXPECT_THROW(pool.apply(throw_invalid_argument, 0), std::invalid_argument);
+  auto stats = pool.stats();
+  EXPECT_EQ(stats.tasks_done, 10u);
+  EXPECT_EQ(stats.tasks_failed, 1u);
+  EXPECT_EQ(stats.workers_started, 2u);
+  EXPECT_EQ(stats.workers_died, 0u);
+}
+
+TEST_P(pool_test, progress_callback_reaches_the_total) {
+  Pool pool(options());
+  std::atomic<std::size_t> last_done{0}, total{0};
+  mproc::MapOptions map_options;
+  map_options.chunksize = 4;
+  map_options.progress = [&](const mproc::Progress& p) {
+    last_done = p.done;
+    total = p.total;
+  };
+  pool.map(square, std::vector<int>(40, 2), map_options);
+  EXPECT_EQ(last_done.load(), 40u);
+  EXPECT_EQ(total.load(), 40u);
+}
+
+INSTANTIATE_TEST_SUITE_P(every_start_method, pool_test,
+                         ::testing::Values(StartMethod::fork, StartMethod::forkserver, StartMethod::spawn),
+                         [](const auto& info) { return std::string(mproc::to_string(info.param)); });
+
+TEST(pool_options_test, out_of_range_process_count_is_invalid_argument) {
+  EXPECT_THROW(Pool pool(100000), std::invalid_argument);
+}
