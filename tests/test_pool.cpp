@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <chrono>
 #include <numeric>
@@ -161,7 +162,8 @@ TEST_P(pool_test, unregistered_exceptions_arrive_as_remote_error) {
   } catch (const mproc::RemoteError& e) {
     EXPECT_NE(e.type_name().find("UnregisteredError"), std::string::npos) << e.type_name();
     EXPECT_EQ(e.remote_what(), "nobody knows me");
-    EXPECT_FALSE(e.remote_traceback().empty());
+    // The trace is the thrower's stack, not the worker loop's after unwinding.
+    EXPECT_NE(e.remote_traceback().find("throw_unregistered"), std::string::npos) << e.remote_traceback();
   }
 }
 
@@ -275,4 +277,79 @@ INSTANTIATE_TEST_SUITE_P(every_start_method, pool_test,
 
 TEST(pool_options_test, out_of_range_process_count_is_invalid_argument) {
   EXPECT_THROW(Pool pool(100000), std::invalid_argument);
+}
+
+namespace {
+std::vector<std::uint8_t> echo_bytes(std::vector<std::uint8_t> bytes) { return bytes; }
+std::size_t count_bytes(std::vector<std::uint8_t> bytes) { return bytes.size(); }
+}  // namespace
+
+TEST_P(pool_test, large_arguments_and_results_travel_through_their_own_segment) {
+  Pool pool(options());
+  for (std::size_t size : {std::size_t{3} << 20, std::size_t{40} << 20, std::size_t{1} << 10}) {
+    std::vector<std::uint8_t> data(size);
+    for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<std::uint8_t>(i * 31 + 7);
+    auto back = pool.apply(echo_bytes, data);
+    EXPECT_TRUE(back == data) << size;
+  }
+  // Several large tasks in flight at once, to every worker.
+  std::vector<mproc::Future<std::size_t>> futures;
+  for (int i = 0; i < 6; ++i) futures.push_back(pool.apply_async(count_bytes, std::vector<std::uint8_t>(std::size_t{5} << 20, 1)));
+  for (auto& f : futures) EXPECT_EQ(f.get(), std::size_t{5} << 20);
+}
+
+namespace {
+int wait_for_file(std::string path) {
+  // Blocks until the test creates `path` (bounded: a hung test fails by its timeout).
+  for (int i = 0; i < 60'000 && ::access(path.c_str(), F_OK) != 0; ++i) ::usleep(1000);
+  return 1;
+}
+}  // namespace
+
+TEST_P(pool_test, cancel_withdraws_tasks_that_have_not_started) {
+  Pool pool(options(1));
+  std::string gate = "/tmp/mproc-cancel-gate-" + std::to_string(::getpid()) + mproc::to_string(GetParam());
+  ::unlink(gate.c_str());
+  auto blocker = pool.apply_async(wait_for_file, gate);  // occupies the only worker
+  auto queued_1 = pool.apply_async(square, 2);           // in its ring (credit 2)
+  auto pending = pool.apply_async(square, 3);            // still pending in the pool
+  auto pending_map = pool.map_async(square, std::vector<int>(10, 1), 1);
+  EXPECT_TRUE(pending.cancel());
+  EXPECT_TRUE(pending.cancelled());
+  EXPECT_THROW(pending.get(), mproc::CancelledError);
+  EXPECT_TRUE(pending_map.cancel());
+  EXPECT_THROW(pending_map.get(), mproc::CancelledError);
+  if (FILE* f = std::fopen(gate.c_str(), "w")) std::fclose(f);
+  EXPECT_FALSE(blocker.cancel());  // running: cannot be withdrawn
+  EXPECT_EQ(blocker.get(), 1);
+  EXPECT_EQ(queued_1.get(), 4);
+  ::unlink(gate.c_str());
+}
+
+TEST_P(pool_test, a_map_whose_chunks_started_cannot_be_cancelled_and_completes) {
+  Pool pool(options(1));
+  std::string gate = "/tmp/mproc-cancel-map-" + std::to_string(::getpid()) + mproc::to_string(GetParam());
+  ::unlink(gate.c_str());
+  auto map = pool.map_async(wait_for_file, std::vector<std::string>(4, gate), 1);
+  if (FILE* f = std::fopen(gate.c_str(), "w")) std::fclose(f);
+  (void)map.cancel();  // whatever the answer, the future completes
+  try {
+    EXPECT_EQ(map.get(60s), std::vector<int>(4, 1));
+  } catch (const mproc::CancelledError&) {
+  }
+  ::unlink(gate.c_str());
+}
+
+TEST_P(pool_test, unwinding_through_a_pool_terminates_it) {
+  mproc::Future<int> never;
+  std::string gate = "/tmp/mproc-unwind-" + std::to_string(::getpid()) + mproc::to_string(GetParam());
+  ::unlink(gate.c_str());
+  try {
+    Pool pool(options(1));
+    never = pool.apply_async(wait_for_file, gate);
+    throw std::runtime_error("leave the scope");
+  } catch (const std::runtime_error&) {
+  }
+  // The destructor did not wait for the blocked task: it terminated the pool.
+  EXPECT_THROW(never.get(60s), mproc::PoolTerminated);
 }

@@ -384,6 +384,32 @@ TEST_F(ring_test, child_streams_200k_intact_records_to_parent) {
   EXPECT_FALSE(ring.try_read());
 }
 
+TEST_F(ring_test, threads_of_one_process_stream_intact_records) {
+  // The same protocol between two threads, where ThreadSanitizer can check its ordering.
+  RingInSegment r(1 << 14);
+  const std::uint64_t count = 20000;
+  int producer_result = -1;
+  std::thread producer([&] {
+    auto ring = SpscRing::attach(r.segment.bytes());
+    producer_result = produce_stamped(ring, 2, count);
+  });
+  std::string problem;
+  std::uint64_t received = 0;
+  for (; received < count && problem.empty(); ++received) {
+    auto record = read_waiting(r.ring);
+    if (!record) {
+      problem = "no record within the hang limit";
+      break;
+    }
+    problem =
+        check_stamped(*record, 2, static_cast<std::uint32_t>(received), r.ring.max_record_size());
+    r.ring.pop();
+  }
+  producer.join();
+  EXPECT_EQ(problem, "") << "at record " << received;
+  EXPECT_EQ(producer_result, 0);
+}
+
 TEST_F(ring_test, sleeping_consumer_is_woken_by_a_producer_in_another_process) {
   RingInSegment r(4096);
   int ready[2];

@@ -6,3 +6,4 @@
 #include "mproc/serialize.hpp"
 #include "mproc/future.hpp"
 #include "mproc/pool.hpp"
+#include "mproc/progress.hpp"

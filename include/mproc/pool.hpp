@@ -199,6 +199,8 @@ struct TaskRequest {
 std::shared_ptr<PoolCore> make_pool_core(const PoolOptions& options);
 std::uint64_t pool_submit(PoolCore& core, TaskRequest request);
 bool pool_cancel(PoolCore& core, std::uint64_t task_id);
+/// Withdraws every task of `ids` if none has started yet (all or nothing).
+bool pool_cancel_all(PoolCore& core, const std::vector<std::uint64_t>& ids);
 unsigned pool_processes(const PoolCore& core);
 void pool_close(PoolCore& core);
 void pool_join(PoolCore& core);
@@ -761,10 +763,7 @@ class Pool {
     std::weak_ptr<detail::PoolCore> core = core_;
     state->set_canceller([core, ids] {
       auto c = core.lock();
-      if (!c) return false;
-      bool all_cancelled = true;
-      for (auto id : *ids) all_cancelled = detail::pool_cancel(*c, id) && all_cancelled;
-      return all_cancelled;
+      return c && detail::pool_cancel_all(*c, *ids);
     });
     return Future<Value>(std::move(state));
   }

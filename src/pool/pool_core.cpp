@@ -25,6 +25,7 @@
 #include "pool/pool_core.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -137,7 +138,7 @@ PoolCore::~PoolCore() {
   }
   for (auto& slot : slots_) {
     for (int fd : {slot->child.control.get(), slot->child.pidfd.get(), slot->child.status.get(),
-                   slot->stderr_read.get(), slot->segment.fd()})
+                   slot->stderr_read.get(), slot->segment.fd(), slot->task_overflow.fd(), slot->result_overflow.fd()})
       if (fd >= 0) untrack_parent_only_fd(fd);
   }
   for (int fd : {epoll_.get(), wake_event_.get(), result_event_.get(), zygote_.control.get(), zygote_.pidfd.get()})
@@ -167,6 +168,9 @@ void PoolCore::launch_worker_locked(Slot& slot) {
   SpscRing tasks = SpscRing::create(segment.bytes().subspan(boot.task_ring_offset, ring_bytes), ring_capacity_);
   SpscRing results = SpscRing::create(segment.bytes().subspan(boot.result_ring_offset, ring_bytes), ring_capacity_);
 
+  OverflowChannel task_overflow = OverflowChannel::create();
+  OverflowChannel result_overflow = OverflowChannel::create();
+
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("cannot create a worker's stderr pipe");
   UniqueFd stderr_read(pipe_fds[0]), stderr_write(pipe_fds[1]);
@@ -179,11 +183,31 @@ void PoolCore::launch_worker_locked(Slot& slot) {
   names.name = worker_name_prefix(options_.start_method) + std::to_string(stats_.workers_started + 1);
   names.daemon = true;
   ChildIdentity identity = next_child_identity(names);
-  const int fds[worker_fd_count] = {segment.fd(), result_event_.get(), stderr_write.get()};
+  const int fds[worker_fd_count] = {segment.fd(), result_event_.get(), stderr_write.get(),
+                                    task_overflow.fd(), result_overflow.fd()};
 
   LaunchedChild child;
+  if (options_.start_method == StartMethod::fork && zygote_.pidfd && poll_one(zygote_.pidfd.get(), POLLIN, 0)) {
+    // The zygote died (killed from outside). A new one cannot be forked from this process
+    // now that it has threads, so the forkserver — spawned, hence clean — takes over.
+    untrack_parent_only_fd(zygote_.control.get());
+    untrack_parent_only_fd(zygote_.pidfd.get());
+    stop_server(zygote_);
+  }
   switch (options_.start_method) {
-    case StartMethod::fork: child = launch_from_server(zygote_, identity, target, fds); break;
+    case StartMethod::fork:
+      if (zygote_.pidfd) {
+        try {
+          child = launch_from_server(zygote_, identity, target, fds);
+          break;
+        } catch (const std::system_error&) {
+          untrack_parent_only_fd(zygote_.control.get());
+          untrack_parent_only_fd(zygote_.pidfd.get());
+          stop_server(zygote_);
+        }
+      }
+      child = launch_forkserver(identity, target, fds);
+      break;
     case StartMethod::forkserver: child = launch_forkserver(identity, target, fds); break;
     case StartMethod::spawn: child = launch_spawn(identity, target, fds); break;
   }
@@ -194,6 +218,8 @@ void PoolCore::launch_worker_locked(Slot& slot) {
   slot.control = control;
   slot.tasks = tasks;
   slot.results = results;
+  slot.task_overflow = std::move(task_overflow);
+  slot.result_overflow = std::move(result_overflow);
   slot.stderr_read = std::move(stderr_read);
   slot.stderr_tail.clear();
   slot.assigned.clear();
@@ -203,7 +229,7 @@ void PoolCore::launch_worker_locked(Slot& slot) {
   slot.alive = true;
   slot.oom_kills_at_start = system_oom_kills();
   for (int fd : {slot.child.control.get(), slot.child.pidfd.get(), slot.child.status.get(),
-                 slot.stderr_read.get(), slot.segment.fd()})
+                 slot.stderr_read.get(), slot.segment.fd(), slot.task_overflow.fd(), slot.result_overflow.fd()})
     if (fd >= 0) track_parent_only_fd(fd);
   epoll_add(epoll_.get(), slot.child.pidfd.get(), event_key(event_exit, slot.index));
   epoll_add(epoll_.get(), slot.stderr_read.get(), event_key(event_stderr, slot.index));
@@ -221,30 +247,29 @@ void PoolCore::send_stop_locked(Slot& slot) {
   slot.stop_sent = true;
 }
 
-bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task, Completions& done) {
+bool PoolCore::needs_overflow(const Slot& slot, const Task& task) const {
   const auto& request = task.request;
+  // A quarter of the largest record: the ring then always has room for the worker's credit.
+  return sizeof(TaskRecordHeader) + request.entry.module.size() + request.payload.size() >
+         slot.tasks.max_record_size() / 4;
+}
+
+bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task) {
+  const auto& request = task.request;
+  const bool in_overflow = needs_overflow(slot, task);
   TaskRecordHeader header{};
   header.task_id = id;
   header.entry_offset = request.entry.offset;
   header.module_length = static_cast<std::uint32_t>(request.entry.module.size());
-  header.kind = TaskRecordKind::task;
+  header.kind = in_overflow ? TaskRecordKind::task_overflow : TaskRecordKind::task;
   header.payload_length = request.payload.size();
-  const std::size_t size = sizeof header + request.entry.module.size() + request.payload.size();
-  if (size > slot.tasks.max_record_size()) {
-    done.push_back({request.sink, TaskRef{id, request.begin, request.end},
-                    std::make_exception_ptr(std::length_error(
-                        "mproc::Pool: the task's arguments (" + std::to_string(request.payload.size()) +
-                        " bytes) do not fit the pool's ring (" + std::to_string(slot.tasks.max_record_size()) +
-                        " bytes); pass large data in SharedMemory"))});
-    ++stats_.tasks_failed;
-    tasks_.erase(id);
-    return true;  // consumed (failed)
-  }
+  const std::size_t size = sizeof header + request.entry.module.size() + (in_overflow ? 0 : request.payload.size());
   std::byte* p = slot.tasks.try_begin_write(size);
-  if (!p) return false;
+  if (!p) return false;  // cannot happen with a credit of 2 records of at most a quarter ring
+  if (in_overflow) slot.task_overflow.write(request.payload);
   std::memcpy(p, &header, sizeof header);
   std::memcpy(p + sizeof header, request.entry.module.data(), request.entry.module.size());
-  if (!request.payload.empty())
+  if (!in_overflow && !request.payload.empty())
     std::memcpy(p + sizeof header + request.entry.module.size(), request.payload.data(), request.payload.size());
   if (slot.tasks.commit_write(size)) slot.tasks.wake_consumer();
   slot.assigned.push_back(id);
@@ -253,22 +278,26 @@ bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task, Compl
   return true;
 }
 
-void PoolCore::dispatch_locked(Completions& done) {
+void PoolCore::dispatch_locked(Completions&) {
   while (!pending_.empty()) {
-    Slot* best = nullptr;
-    for (auto& slot : slots_) {
-      if (!slot->alive || slot->stop_sent || slot->assigned.size() >= tasks_in_flight_per_worker) continue;
-      if (options_.max_tasks_per_child && slot->dispatched >= options_.max_tasks_per_child) continue;
-      if (!best || slot->assigned.size() < best->assigned.size()) best = slot.get();
-    }
-    if (!best) return;
     std::uint64_t id = pending_.front();
     auto it = tasks_.find(id);
     if (it == tasks_.end()) {
       pending_.pop_front();
       continue;
     }
-    if (!write_task_locked(*best, id, it->second, done)) return;
+    // The worker with the fewest tasks that can take this one now. A large task needs its
+    // worker's overflow segment to be free: it is freed as the previous large task ends,
+    // and dispatch runs again when that task's result arrives.
+    Slot* best = nullptr;
+    for (auto& slot : slots_) {
+      if (!slot->alive || slot->stop_sent || slot->assigned.size() >= tasks_in_flight_per_worker) continue;
+      if (options_.max_tasks_per_child && slot->dispatched >= options_.max_tasks_per_child) continue;
+      if (needs_overflow(*slot, it->second) && slot->task_overflow.busy()) continue;
+      if (!best || slot->assigned.size() < best->assigned.size()) best = slot.get();
+    }
+    if (!best) return;
+    if (!write_task_locked(*best, id, it->second)) return;
     pending_.pop_front();
   }
 }
@@ -306,6 +335,22 @@ bool PoolCore::cancel(std::uint64_t id) {
   if (it == pending_.end()) return false;
   pending_.erase(it);
   tasks_.erase(id);
+  return true;
+}
+
+bool PoolCore::cancel_all(const std::vector<std::uint64_t>& ids) {
+  std::lock_guard lock(mutex_);
+  std::vector<std::deque<std::uint64_t>::iterator> found;
+  for (auto id : ids) {
+    if (!tasks_.count(id)) continue;  // already finished
+    auto it = std::find(pending_.begin(), pending_.end(), id);
+    if (it == pending_.end()) return false;  // running: nothing is withdrawn
+  }
+  for (auto id : ids) {
+    auto it = std::find(pending_.begin(), pending_.end(), id);
+    if (it != pending_.end()) pending_.erase(it);
+    tasks_.erase(id);
+  }
   return true;
 }
 
@@ -397,7 +442,7 @@ std::exception_ptr PoolCore::exception_from_result(const Task& task, const Slot&
                                                    std::span<const std::byte> payload) {
   try {
     auto remote = deserialize<RemoteException>(payload);
-    if (remote.type_id == "mproc::MemoryLimitExceeded") {
+    if (remote.type_id == memory_limit_type_id) {
       CrashReport report;
       report.pid = slot.child.pid;
       report.function = task.request.function_name ? *task.request.function_name : std::string();
@@ -428,15 +473,28 @@ bool PoolCore::drain_results(Slot& slot) {
     any = true;
     ResultRecordHeader header;
     bool well_formed = record->size() >= sizeof header;
+    bool in_overflow = false;
     if (well_formed) {
       std::memcpy(&header, record->data(), sizeof header);
-      well_formed = sizeof header + header.payload_length == record->size();
+      in_overflow = (header.flags & result_in_overflow) != 0;
+      well_formed = sizeof header + (in_overflow ? 0 : header.payload_length) == record->size();
+    }
+    std::span<const std::byte> payload;
+    try {
+      if (well_formed)
+        payload = in_overflow ? slot.result_overflow.read(header.payload_length)
+                              : record->subspan(sizeof header, header.payload_length);
+    } catch (const std::exception&) {
+      well_formed = false;
     }
     if (!well_formed) {
+      // A worker that writes malformed records cannot be trusted with more work.
+      std::lock_guard lock(mutex_);
+      slot.killed_by_pool = true;
+      pidfd_send_signal(slot.child.pidfd.get(), SIGKILL);
       slot.results.pop();
       continue;
     }
-    auto payload = record->subspan(sizeof header, header.payload_length);
     auto kind = static_cast<ResultKind>(header.kind);
     Completions done;
     std::shared_ptr<TaskSink> sink;
@@ -471,6 +529,7 @@ bool PoolCore::drain_results(Slot& slot) {
       } catch (...) {
       }
     }
+    if (in_overflow) slot.result_overflow.release();
     slot.results.pop();
     complete(done);
   }
@@ -569,7 +628,7 @@ void PoolCore::handle_exit(Slot& slot) {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, slot.child.pidfd.get(), nullptr);
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, slot.stderr_read.get(), nullptr);
     for (int fd : {slot.child.control.get(), slot.child.pidfd.get(), slot.child.status.get(),
-                   slot.stderr_read.get(), slot.segment.fd()})
+                   slot.stderr_read.get(), slot.segment.fd(), slot.task_overflow.fd(), slot.result_overflow.fd()})
       if (fd >= 0) untrack_parent_only_fd(fd);
     const auto reason = static_cast<WorkerExit>(slot.control->exit_reason.load(std::memory_order_acquire));
     const bool was_ready = slot.control->ready.load(std::memory_order_acquire) != 0;
@@ -578,15 +637,22 @@ void PoolCore::handle_exit(Slot& slot) {
     // Tasks queued behind the one it was running never started: they go back, in order.
     std::deque<std::uint64_t> assigned = std::move(slot.assigned);
     slot.assigned.clear();
+    const bool culprit_known = running != 0 && std::find(assigned.begin(), assigned.end(), running) != assigned.end();
     for (auto it = assigned.rbegin(); it != assigned.rend(); ++it) {
       if (*it == running) continue;
       auto task = tasks_.find(*it);
       if (task == tasks_.end()) continue;
+      // A worker that keeps dying with no task marked running (e.g. killed from outside
+      // while idle) must not bounce the same task for ever: after a few rounds the oldest
+      // one is treated as the culprit.
+      if (!culprit_known && it == std::prev(assigned.rend()) && ++task->second.requeues > 3) {
+        fail_culprit_locked(slot, *it, exit_code, done);
+        continue;
+      }
       task->second.slot = -1;
       pending_.push_front(*it);
     }
-    if (running != 0 && std::find(assigned.begin(), assigned.end(), running) != assigned.end())
-      fail_culprit_locked(slot, running, exit_code, done);
+    if (culprit_known) fail_culprit_locked(slot, running, exit_code, done);
 
     if (state_ != State::terminated && state_ != State::broken) {
       if (reason == WorkerExit::recycled || reason == WorkerExit::memory_limit) {
@@ -701,6 +767,7 @@ void PoolCore::supervise() {
 std::shared_ptr<PoolCore> make_pool_core(const PoolOptions& options) { return std::make_shared<PoolCore>(options); }
 std::uint64_t pool_submit(PoolCore& core, TaskRequest request) { return core.submit(std::move(request)); }
 bool pool_cancel(PoolCore& core, std::uint64_t task_id) { return core.cancel(task_id); }
+bool pool_cancel_all(PoolCore& core, const std::vector<std::uint64_t>& ids) { return core.cancel_all(ids); }
 unsigned pool_processes(const PoolCore& core) { return core.processes(); }
 void pool_close(PoolCore& core) { core.close(); }
 void pool_join(PoolCore& core) { core.join(); }

@@ -16,6 +16,7 @@
 
 #include "launch/launcher.hpp"
 #include "mproc/pool.hpp"
+#include "pool/overflow.hpp"
 #include "pool/worker_protocol.hpp"
 #include "shm_segment.hpp"
 #include "spsc_ring.hpp"
@@ -32,6 +33,7 @@ class PoolCore {
 
   std::uint64_t submit(TaskRequest request);
   bool cancel(std::uint64_t id);
+  bool cancel_all(const std::vector<std::uint64_t>& ids);
   void close();
   void join();
   void terminate();
@@ -47,6 +49,7 @@ class PoolCore {
     std::optional<std::chrono::nanoseconds> timeout;
     int slot = -1;  // worker it was written to, -1 while pending
     bool timed_out = false;
+    unsigned requeues = 0;  // times it went back because its worker died running another task
   };
 
   struct Slot {
@@ -57,6 +60,8 @@ class PoolCore {
     WorkerControl* control = nullptr;
     SpscRing tasks;
     SpscRing results;
+    OverflowChannel task_overflow;    // arguments too large for the ring
+    OverflowChannel result_overflow;  // results too large for the ring
     UniqueFd stderr_read;
     std::string stderr_tail;
     std::deque<std::uint64_t> assigned;  // in its ring or running, oldest first
@@ -76,7 +81,8 @@ class PoolCore {
 
   void launch_worker_locked(Slot& slot);
   void dispatch_locked(Completions& done);
-  bool write_task_locked(Slot& slot, std::uint64_t id, Task& task, Completions& done);
+  bool needs_overflow(const Slot& slot, const Task& task) const;
+  bool write_task_locked(Slot& slot, std::uint64_t id, Task& task);
   void send_stop_locked(Slot& slot);
   bool drain_results(Slot& slot);
   void handle_exit(Slot& slot);

@@ -11,6 +11,7 @@
 #include <string>
 #include <typeinfo>
 #include <unordered_map>
+#include <utility>
 
 #include "mproc/detail/task_entry.hpp"
 #include "mproc/pool.hpp"
@@ -57,7 +58,18 @@ void register_exception_type(const char* type_id, ExceptionFactory factory) {
   r.factories[type_id] = factory;
 }
 
-RemoteException capture_current_exception() {
+namespace {
+std::uint64_t worker_memory_limit = 0;
+bool memory_limit_was_hit = false;
+}  // namespace
+
+void set_worker_memory_limit(std::uint64_t bytes) { worker_memory_limit = bytes; }
+bool memory_limit_hit() { return std::exchange(memory_limit_was_hit, false); }
+
+bool throw_traces_enabled();
+std::string take_throw_trace();
+
+RemoteException capture_current_exception(bool with_trace) {
   RemoteException remote;
   if (std::type_info* type = abi::__cxa_current_exception_type()) {
     remote.type_id = type->name();
@@ -67,13 +79,31 @@ RemoteException capture_current_exception() {
   }
   try {
     throw;
+  } catch (const std::bad_alloc&) {
+    if (worker_memory_limit) {
+      memory_limit_was_hit = true;
+      remote.type_id = memory_limit_type_id;
+      remote.type_name = "mproc::MemoryLimitExceeded";
+      remote.what = std::to_string(worker_memory_limit);
+      take_throw_trace();
+      return remote;  // the trace of an allocation failure is not worth another allocation
+    }
+    remote.what = "std::bad_alloc";
   } catch (const std::exception& e) {
     remote.what = e.what();
   } catch (...) {
   }
-  std::ostringstream trace;
-  trace << boost::stacktrace::stacktrace();
-  remote.traceback = trace.str();
+  // Formatting a trace reads debug information: done only when asked (the first failure
+  // of a chunk, every failed apply), never for each of many failed items.
+  std::string thrown_at = take_throw_trace();
+  if (!with_trace) return remote;
+  if (!thrown_at.empty()) {
+    remote.traceback = std::move(thrown_at);
+  } else {
+    std::ostringstream trace;
+    trace << boost::stacktrace::stacktrace();
+    remote.traceback = trace.str();
+  }
   return remote;
 }
 
@@ -86,6 +116,14 @@ std::exception_ptr rebuild_exception(const RemoteException& remote) {
     if (it != r.factories.end()) factory = it->second;
   }
   if (factory) return factory(remote.what);
+  if (remote.type_id == memory_limit_type_id) {
+    std::size_t limit = 0;
+    try {
+      limit = std::stoull(remote.what);
+    } catch (...) {
+    }
+    return std::make_exception_ptr(MemoryLimitExceeded(limit, CrashReport{}));
+  }
   return std::make_exception_ptr(RemoteError(remote.type_name, remote.what, remote.traceback));
 }
 

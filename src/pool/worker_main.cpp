@@ -16,6 +16,7 @@
 
 #include "launch/launcher.hpp"
 #include "mproc/detail/task_entry.hpp"
+#include "pool/overflow.hpp"
 #include "pool/worker_protocol.hpp"
 #include "shm_segment.hpp"
 #include "spsc_ring.hpp"
@@ -45,6 +46,13 @@ std::uint64_t current_address_space() {
   return 0;
 }
 
+std::uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
 void limit_memory(std::uint64_t limit) {
   rlimit rl{};
   rl.rlim_cur = rl.rlim_max = current_address_space() + limit;
@@ -70,7 +78,9 @@ class Worker {
   Worker(const WorkerBoot& boot, std::vector<UniqueFd> fds)
       : boot_(boot),
         segment_(ShmSegment::attach(std::move(fds[worker_fd_segment]))),
-        result_event_(std::move(fds[worker_fd_result_event])) {
+        result_event_(std::move(fds[worker_fd_result_event])),
+        task_overflow_(OverflowChannel::attach(std::move(fds[worker_fd_task_overflow]))),
+        result_overflow_(OverflowChannel::attach(std::move(fds[worker_fd_result_overflow]))) {
     if (segment_.size() < boot.segment_bytes) throw SerializationError("worker segment is smaller than announced");
     control_ = reinterpret_cast<WorkerControl*>(segment_.data());
     tasks_ = SpscRing::attach(segment_.bytes().subspan(boot.task_ring_offset, SpscRing::required_bytes(boot.ring_capacity)));
@@ -78,7 +88,10 @@ class Worker {
   }
 
   [[noreturn]] void run() {
-    if (boot_.memory_limit) limit_memory(boot_.memory_limit);
+    if (boot_.memory_limit) {
+      limit_memory(boot_.memory_limit);
+      set_worker_memory_limit(boot_.memory_limit);
+    }
     if (boot_.has_initializer) {
       try {
         run_spawn_target(boot_.initializer);
@@ -101,34 +114,35 @@ class Worker {
         tasks_.pop();
         finish(WorkerExit::stopped, 0);
       }
-      if (sizeof header + header.module_length + header.payload_length != record->size())
+      const bool in_overflow = header.kind == TaskRecordKind::task_overflow;
+      if (sizeof header + header.module_length + (in_overflow ? 0 : header.payload_length) != record->size())
         throw SerializationError("task record length does not match its header");
       std::string_view module(reinterpret_cast<const char*>(record->data() + sizeof header), header.module_length);
-      auto payload = record->subspan(sizeof header + header.module_length, header.payload_length);
 
+      // From here on a death is this task's: it is marked running before anything of it
+      // (even mapping a large argument) can fail.
       control_->running_since.store(monotonic_ns(), std::memory_order_relaxed);
       control_->running_task.store(header.task_id, std::memory_order_release);
       out.clear();
       ResultKind kind;
-      bool out_of_memory = false;
       try {
+        auto payload = in_overflow ? task_overflow_.read(header.payload_length)
+                                   : record->subspan(sizeof header + header.module_length, header.payload_length);
         kind = find_entry(header.entry_offset, module)(payload, out);
       } catch (...) {
         out.clear();
-        RemoteException error = capture_current_exception();
-        if (boot_.memory_limit && error.type_id == typeid(std::bad_alloc).name()) {
-          out_of_memory = true;
-          error.type_id = "mproc::MemoryLimitExceeded";
-        }
-        serialize_to(out, error);
+        serialize_to(out, capture_current_exception());
         kind = ResultKind::exception;
       }
+      if (in_overflow) task_overflow_.release();
       tasks_.pop();
       send_result(header.task_id, kind, out);
       control_->running_task.store(0, std::memory_order_release);
       auto done = control_->tasks_done.fetch_add(1, std::memory_order_relaxed) + 1;
-      // The memory a task could not get may be fragmented or leaked: start afresh.
-      if (out_of_memory) finish(WorkerExit::memory_limit, 0);
+      // A task that hit the memory limit, or left this worker holding more than the limit
+      // (a leak), ends the worker: a fresh one replaces it.
+      if (boot_.memory_limit && (memory_limit_hit() || resident_bytes() > boot_.memory_limit))
+        finish(WorkerExit::memory_limit, 0);
       if (boot_.max_tasks && done >= boot_.max_tasks) finish(WorkerExit::recycled, 0);
     }
   }
@@ -136,23 +150,19 @@ class Worker {
  private:
   void send_result(std::uint64_t task_id, ResultKind kind, const std::vector<std::byte>& payload) {
     ResultRecordHeader header{task_id, static_cast<std::uint32_t>(kind), 0, payload.size()};
-    const std::size_t size = sizeof header + payload.size();
-    if (size > results_.max_record_size()) {
-      std::vector<std::byte> error;
-      RemoteException too_big{typeid(std::length_error).name(), "std::length_error",
-                              "the task's result of " + std::to_string(payload.size()) +
-                                  " bytes is larger than the pool's ring (" +
-                                  std::to_string(results_.max_record_size()) + " bytes)",
-                              ""};
-      serialize_to(error, too_big);
-      send_result(task_id, ResultKind::exception, error);
-      return;
+    std::size_t size = sizeof header + payload.size();
+    const bool in_overflow = size > results_.max_record_size();
+    if (in_overflow) {
+      result_overflow_.wait_free();  // the pool releases the previous one as it delivers it
+      result_overflow_.write(payload);
+      header.flags = result_in_overflow;
+      size = sizeof header;
     }
     std::byte* slot;
     while ((slot = results_.try_begin_write(size)) == nullptr)
       results_.wait_writable(size, std::chrono::nanoseconds(-1));
     std::memcpy(slot, &header, sizeof header);
-    if (!payload.empty()) std::memcpy(slot + sizeof header, payload.data(), payload.size());
+    if (!in_overflow && !payload.empty()) std::memcpy(slot + sizeof header, payload.data(), payload.size());
     if (results_.commit_write(size)) {
       std::uint64_t one = 1;
       (void)!::write(result_event_.get(), &one, sizeof one);
@@ -169,13 +179,18 @@ class Worker {
   ShmSegment segment_;
   UniqueFd result_event_;
   WorkerControl* control_ = nullptr;
+  OverflowChannel task_overflow_;
+  OverflowChannel result_overflow_;
   SpscRing tasks_;
   SpscRing results_;
 };
 
 }  // namespace
 
+void enable_throw_traces();
+
 void pool_worker_entry(std::span<const std::byte> payload) {
+  enable_throw_traces();
   // Ctrl-C goes to the whole process group: the program decides, its workers carry on (and
   // die with it through their control channel if it ends).
   ::signal(SIGINT, SIG_IGN);

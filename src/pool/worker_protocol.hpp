@@ -38,7 +38,11 @@ inline constexpr int initializer_failed_exit_code = 86;
 
 inline constexpr std::size_t control_bytes = 4096;
 
-enum class TaskRecordKind : std::uint32_t { task = 1, stop = 2 };
+enum class TaskRecordKind : std::uint32_t {
+  task = 1,           // the payload follows the module name in the ring
+  stop = 2,           // exit after the tasks before it
+  task_overflow = 3,  // the payload waits in the task overflow segment
+};
 
 /// Precedes every task in the task ring: then the module name, then the payload.
 struct TaskRecordHeader {
@@ -52,10 +56,12 @@ struct TaskRecordHeader {
 /// Precedes every result in the result ring: then the payload.
 struct ResultRecordHeader {
   std::uint64_t task_id;
-  std::uint32_t kind;  // ResultKind
-  std::uint32_t reserved;
+  std::uint32_t kind;   // ResultKind
+  std::uint32_t flags;  // result_in_overflow: the payload waits in the result overflow segment
   std::uint64_t payload_length;
 };
+
+inline constexpr std::uint32_t result_in_overflow = 1;
 
 /// Sent to a worker at start (serialized as its target's payload).
 struct WorkerBoot {
@@ -76,7 +82,14 @@ struct WorkerBoot {
 };
 
 /// The descriptors a worker inherits, in this order.
-enum WorkerFd : std::size_t { worker_fd_segment = 0, worker_fd_result_event = 1, worker_fd_stderr = 2, worker_fd_count = 3 };
+enum WorkerFd : std::size_t {
+  worker_fd_segment = 0,
+  worker_fd_result_event = 1,
+  worker_fd_stderr = 2,
+  worker_fd_task_overflow = 3,
+  worker_fd_result_overflow = 4,
+  worker_fd_count = 5,
+};
 
 /// The worker's entry point, named by FunctionId in its boot record.
 void pool_worker_entry(std::span<const std::byte> payload);

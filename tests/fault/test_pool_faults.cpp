@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "launch/launcher.hpp"
 #include "mproc/pool.hpp"
 #include "support/crash.hpp"
 #include "support/leak_check.hpp"
@@ -259,7 +260,10 @@ INSTANTIATE_TEST_SUITE_P(every_start_method, pool_fault_test,
                          ::testing::Values(StartMethod::fork, StartMethod::forkserver, StartMethod::spawn),
                          [](const auto& info) { return std::string(mproc::to_string(info.param)); });
 
-TEST(pool_interrupt_test, sigint_to_the_process_group_during_map_ends_everything) {
+using pool_interrupt_test = mproc_test::LeakCheckedTest;
+using pool_helper_fault_test = mproc_test::LeakCheckedTest;
+
+TEST_F(pool_interrupt_test, sigint_to_the_process_group_during_map_ends_everything) {
   // The program under test runs in a child with its own process group, like a shell job.
   ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   int ready[2];
@@ -273,7 +277,6 @@ TEST(pool_interrupt_test, sigint_to_the_process_group_during_map_ends_everything
     Pool pool(2);
     (void)!::write(ready[1], "r", 1);
     ::close(ready[1]);
-    std::vector<int> forever(1'000'000, 0);
     for (;;) pool.map(hang_on, std::vector<int>{2, 2, 2, 2});
   }
   ::close(ready[1]);
@@ -294,4 +297,39 @@ TEST(pool_interrupt_test, sigint_to_the_process_group_during_map_ends_everything
   } while (!left.empty() && std::chrono::steady_clock::now() < deadline);
   EXPECT_TRUE(left.empty()) << left.size() << " processes outlived the interrupted program";
   ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+TEST_F(pool_helper_fault_test, the_pool_survives_the_death_of_its_zygote_or_forkserver) {
+  for (auto method : {StartMethod::fork, StartMethod::forkserver}) {
+    mproc::detail::stop_forkserver();  // none left over from an earlier test in this process
+    Pool pool(PoolOptions{.processes = 2, .start_method = method});
+    EXPECT_EQ(pool.apply(square, 3), 9);
+    // Workers are the helper's children, so this process's direct children are exactly the
+    // helpers that fork workers: the pool's zygote (fork) or the forkserver.
+    std::vector<pid_t> helpers = mproc_test::children_of(::getpid());
+    ASSERT_EQ(helpers.size(), 1u) << mproc::to_string(method);
+    ::kill(helpers[0], SIGKILL);
+    // Workers that crash now need replacements from a helper that is gone.
+    for (int i = 0; i < 4; ++i) EXPECT_THROW(pool.apply(sigkill_task, 0), mproc::WorkerCrashed);
+    EXPECT_EQ(pool.apply(square, 4), 16);
+    EXPECT_EQ(pool.stats().workers_died, 4u);
+    ::waitpid(helpers[0], nullptr, 0);
+  }
+  mproc::detail::stop_forkserver();
+}
+
+namespace {
+int allocate_in_map(int mib) { return allocate_mib(mib); }
+}  // namespace
+
+TEST_F(pool_helper_fault_test, a_memory_hog_inside_a_map_fails_with_memory_limit_exceeded) {
+  Pool pool(PoolOptions{.processes = 1, .max_memory_per_child = std::size_t{256} << 20});
+  auto results = pool.map(allocate_in_map, std::vector{8, 2048, 8}, mproc::collect, mproc::MapOptions{.chunksize = 3});
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].value(), 1);
+  EXPECT_THROW(results[1].value(), mproc::MemoryLimitExceeded);
+  EXPECT_EQ(results[2].value(), 1);
+  // The one worker ended after that chunk; the next task can only run on its replacement.
+  EXPECT_EQ(pool.apply(square, 2), 4);
+  EXPECT_GE(pool.stats().workers_recycled, 1u);
 }

@@ -74,6 +74,13 @@ std::vector<pid_t> descendants() {
   return result;
 }
 
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> children;
+  for (auto& [pid, e] : process_table())
+    if (e.ppid == parent && e.state != 'Z') children.push_back(pid);
+  return children;
+}
+
 std::set<std::string> shm_entries() {
   std::set<std::string> names;
   if (DIR* dir = opendir("/dev/shm")) {

@@ -14,6 +14,8 @@ namespace mproc_test {
 /// Live descendants of this process (children, grandchildren, ...), excluding mproc's
 /// own helper processes (the forkserver) but including their children.
 std::vector<pid_t> descendants();
+/// Live direct children of `parent`.
+std::vector<pid_t> children_of(pid_t parent);
 /// Entries currently in /dev/shm.
 std::set<std::string> shm_entries();
 

@@ -40,8 +40,17 @@ struct RemoteException {
   }
 };
 
-/// Describes the exception being handled (call inside a catch block). Worker side.
-RemoteException capture_current_exception();
+/// The type id under which a worker reports std::bad_alloc beyond its memory limit.
+inline constexpr const char* memory_limit_type_id = "mproc::MemoryLimitExceeded";
+
+/// Describes the exception being handled (call inside a catch block), with the stack where
+/// it was thrown when `with_trace`. Worker side.
+RemoteException capture_current_exception(bool with_trace = true);
+/// In a worker with a memory limit, std::bad_alloc is reported as MemoryLimitExceeded and
+/// the worker is replaced after the task (its memory may be fragmented or leaked).
+void set_worker_memory_limit(std::uint64_t bytes);
+bool memory_limit_hit();
+
 /// Rebuilds an exception thrown in a worker: the same type for std and registered
 /// exception types, RemoteError otherwise. Parent side.
 std::exception_ptr rebuild_exception(const RemoteException& remote);
@@ -146,7 +155,7 @@ ResultKind map_chunk_entry(std::span<const std::byte> payload, std::vector<std::
     try {
       outcome.values.push_back(call(items[i]));
     } catch (...) {
-      outcome.errors.emplace_back(static_cast<std::uint32_t>(i), capture_current_exception());
+      outcome.errors.emplace_back(static_cast<std::uint32_t>(i), capture_current_exception(outcome.errors.empty()));
     }
   }
   if (outcome.errors.empty()) {
