@@ -9,3 +9,12 @@ if(MPROC_SANITIZE)
   add_link_options(-fsanitize=${_mproc_san})
   message(STATUS "mproc: building with -fsanitize=${_mproc_san}")
 endif()
+
+# The environment tests and examples run in. Under ASan a crashing child must die of its
+# signal, as it would in production, so that exit codes and crash reports can be checked:
+# ASan keeps out of SIGSEGV and SIGABRT. allocator_may_return_null makes malloc over a
+# memory limit return NULL instead of aborting (ASan's throwing operator new still aborts).
+set(MPROC_TEST_ENVIRONMENT "")
+if(MPROC_SANITIZE MATCHES "address")
+  set(MPROC_TEST_ENVIRONMENT "ASAN_OPTIONS=handle_segv=0:handle_abort=0:handle_sigbus=0:handle_sigfpe=0:allocator_may_return_null=1:detect_leaks=1")
+endif()

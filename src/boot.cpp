@@ -98,6 +98,12 @@ std::vector<UniqueFd>& inherited_fds() {
 void set_inherited_fds(std::vector<UniqueFd> fds) { inherited_fds() = std::move(fds); }
 std::vector<UniqueFd> take_inherited_fds() { return std::exchange(inherited_fds(), {}); }
 
+std::vector<int> take_inherited_fd_numbers() {
+  std::vector<int> numbers;
+  for (auto& fd : take_inherited_fds()) numbers.push_back(fd.release());
+  return numbers;
+}
+
 void run_spawn_target(const SpawnTarget& target) {
   auto entry = reinterpret_cast<SpawnEntry>(resolve_function(target.entry));
   entry(target.payload);

@@ -112,11 +112,14 @@ void Process::start() {
       s.child = detail::launch_fork(s.identity, *s.spec.fork_target);
       break;
     case StartMethod::spawn:
-      s.child = detail::launch_spawn(s.identity, *s.spec.spawn_target);
+    case StartMethod::forkserver: {
+      const auto& target = *s.spec.spawn_target;
+      std::span<const int> fds;
+      if (target.fds) fds = target.fds->fds();
+      s.child = s.options.start_method == StartMethod::spawn ? detail::launch_spawn(s.identity, target, fds)
+                                                             : detail::launch_forkserver(s.identity, target, fds);
       break;
-    case StartMethod::forkserver:
-      s.child = detail::launch_forkserver(s.identity, *s.spec.spawn_target);
-      break;
+    }
   }
   s.started = true;
   for (detail::UniqueFd* fd : {&s.child.control, &s.child.pidfd, &s.child.status})

@@ -353,3 +353,35 @@ TEST_P(pool_test, unwinding_through_a_pool_terminates_it) {
   // The destructor did not wait for the blocked task: it terminated the pool.
   EXPECT_THROW(never.get(60s), mproc::PoolTerminated);
 }
+
+#include <fcntl.h>
+
+#include "support/fd_handle.hpp"
+
+namespace {
+int write_through(mproc_test::FdHandle out, int n) {
+  out.write_text("task " + std::to_string(n) + ";");
+  ::close(out.fd);
+  return n;
+}
+}  // namespace
+
+TEST_P(pool_test, descriptors_of_shareable_task_arguments_travel_with_them) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  {
+    Pool pool(options());
+    EXPECT_EQ(pool.apply(write_through, mproc_test::FdHandle{fds[1]}, 1), 1);
+    std::vector<std::tuple<mproc_test::FdHandle, int>> args{{{fds[1]}, 2}, {{fds[1]}, 3}};
+    EXPECT_EQ(pool.starmap(write_through, args), (std::vector{2, 3}));
+  }
+  ::close(fds[1]);
+  std::string text;
+  char buffer[256];
+  ssize_t n;
+  while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) text.append(buffer, n);
+  ::close(fds[0]);
+  EXPECT_NE(text.find("task 1;"), std::string::npos) << text;
+  EXPECT_NE(text.find("task 2;"), std::string::npos) << text;
+  EXPECT_NE(text.find("task 3;"), std::string::npos) << text;
+}

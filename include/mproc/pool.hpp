@@ -34,6 +34,7 @@
 #include <variant>
 #include <vector>
 
+#include "mproc/detail/fd_transfer.hpp"
 #include "mproc/detail/task_entry.hpp"
 #include "mproc/errors.hpp"
 #include "mproc/future.hpp"
@@ -188,6 +189,7 @@ class ChunkSource {
 struct TaskRequest {
   FunctionId entry;
   std::vector<std::byte> payload;
+  std::shared_ptr<FdSink> fds;  // descriptors of shareable arguments; null when none
   const std::string* function_name = nullptr;  // points to a cached name (see function_name_at)
   std::shared_ptr<TaskSink> sink;
   std::shared_ptr<const ChunkSource> chunk;  // set for map chunks (splittable)
@@ -195,6 +197,16 @@ struct TaskRequest {
   std::optional<std::chrono::nanoseconds> timeout;
   std::optional<unsigned> max_retries;
 };
+
+/// Encodes items [begin, end) of a chunk into `request`, with their descriptors.
+inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_t end, TaskRequest& request) {
+  auto fds = std::make_shared<FdSink>();
+  {
+    ScopedFdSink collect(*fds);
+    request.payload = chunk.encode(begin, end);
+  }
+  request.fds = fds->empty() ? nullptr : std::move(fds);
+}
 
 std::shared_ptr<PoolCore> make_pool_core(const PoolOptions& options);
 std::uint64_t pool_submit(PoolCore& core, TaskRequest request);
@@ -527,7 +539,7 @@ class ImapRange {
       detail::TaskRequest request;
       request.entry = detail::entry_id<&detail::map_chunk_entry<F, T, false>>();
       auto source = std::make_shared<detail::ItemsSource<F, T>>(f_, items, begin);
-      request.payload = source->encode(begin, end);
+      detail::encode_chunk(*source, begin, end, request);
       request.chunk = source;
       request.function_name = &detail::demangled_type_name<F>();
       request.sink = std::make_shared<detail::ImapSink<R>>(state_, begin, end);
@@ -623,7 +635,12 @@ class Pool {
     detail::TaskRequest request;
     request.entry = detail::entry_id<&detail::apply_entry<Fn, Tuple>>();
     detail::append_task_callable(request.payload, static_cast<const Fn&>(f));
-    detail::append_part(request.payload, Tuple(std::forward<Args>(args)...));
+    {
+      auto fds = std::make_shared<detail::FdSink>();
+      detail::ScopedFdSink collect(*fds);
+      detail::append_part(request.payload, Tuple(std::forward<Args>(args)...));
+      if (!fds->empty()) request.fds = std::move(fds);
+    }
     request.function_name = function_name<Fn>(f);
     request.sink = std::make_shared<detail::FutureSink<R>>(state);
     request.timeout = options.timeout;
@@ -750,7 +767,7 @@ class Pool {
       std::size_t end = std::min(n, begin + chunksize);
       detail::TaskRequest request;
       request.entry = entry;
-      request.payload = source->encode(begin, end);
+      detail::encode_chunk(*source, begin, end, request);
       request.function_name = name;
       request.sink = sink;
       request.chunk = source;

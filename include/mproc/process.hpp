@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "mproc/detail/fd_transfer.hpp"
 #include "mproc/detail/function_identity.hpp"
 #include "mproc/errors.hpp"
 #include "mproc/serialize.hpp"
@@ -97,7 +98,21 @@ using SpawnEntry = void (*)(std::span<const std::byte> payload);
 struct SpawnTarget {
   FunctionId entry;
   std::vector<std::byte> payload;
+  /// Descriptors of shareable arguments (queues, locks, ...): they travel beside the
+  /// payload with SCM_RIGHTS. Not part of the serialized record.
+  std::shared_ptr<FdSink> fds;
 };
+
+/// The descriptors that travelled beside this child's payload (spawn/forkserver children).
+std::vector<int> take_inherited_fd_numbers();
+
+/// Decodes `payload` as T with the descriptors this child inherited at hand.
+template <class T>
+T deserialize_with_inherited_fds(std::span<const std::byte> payload) {
+  FdSource source(take_inherited_fd_numbers());
+  ScopedFdSource use(source);
+  return deserialize<T>(payload);
+}
 
 /// How an argument is stored until the child runs: string literals become std::string,
 /// so they can be serialized under spawn and outlive the caller's buffer.
@@ -116,11 +131,11 @@ inline constexpr bool is_stateless_target_v =
 template <class F, class Tuple>
 void spawn_entry(std::span<const std::byte> payload) {
   if constexpr (std::is_pointer_v<F>) {
-    auto [function, args] = deserialize<std::pair<FunctionId, Tuple>>(payload);
+    auto [function, args] = deserialize_with_inherited_fds<std::pair<FunctionId, Tuple>>(payload);
     auto target = reinterpret_cast<F>(resolve_function(function));
     std::apply(target, std::move(args));
   } else {
-    std::apply(F{}, deserialize<Tuple>(payload));
+    std::apply(F{}, deserialize_with_inherited_fds<Tuple>(payload));
   }
 }
 
@@ -161,6 +176,8 @@ TargetSpec make_target_spec(StartMethod method, F&& target, Args&&... args) {
   } else {
     SpawnTarget spawn;
     spawn.entry = function_id_of(reinterpret_cast<const void*>(&spawn_entry<Fn, Tuple>));
+    spawn.fds = std::make_shared<FdSink>();
+    ScopedFdSink collect_fds(*spawn.fds);
     if constexpr (std::is_pointer_v<Fn>)
       spawn.payload = serialize(std::pair<FunctionId, Tuple>(
           function_id_of(reinterpret_cast<const void*>(target)), Tuple(std::forward<Args>(args)...)));

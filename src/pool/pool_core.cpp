@@ -138,7 +138,8 @@ PoolCore::~PoolCore() {
   }
   for (auto& slot : slots_) {
     for (int fd : {slot->child.control.get(), slot->child.pidfd.get(), slot->child.status.get(),
-                   slot->stderr_read.get(), slot->segment.fd(), slot->task_overflow.fd(), slot->result_overflow.fd()})
+                   slot->stderr_read.get(), slot->segment.fd(), slot->task_overflow.fd(), slot->result_overflow.fd(),
+                   slot->fd_socket.get()})
       if (fd >= 0) untrack_parent_only_fd(fd);
   }
   for (int fd : {epoll_.get(), wake_event_.get(), result_event_.get(), zygote_.control.get(), zygote_.pidfd.get()})
@@ -183,8 +184,11 @@ void PoolCore::launch_worker_locked(Slot& slot) {
   names.name = worker_name_prefix(options_.start_method) + std::to_string(stats_.workers_started + 1);
   names.daemon = true;
   ChildIdentity identity = next_child_identity(names);
-  const int fds[worker_fd_count] = {segment.fd(), result_event_.get(), stderr_write.get(),
-                                    task_overflow.fd(), result_overflow.fd()};
+  auto [fd_socket_parent, fd_socket_worker] = make_socketpair();
+  std::vector<int> fds = {segment.fd(), result_event_.get(), stderr_write.get(),
+                          task_overflow.fd(), result_overflow.fd(), fd_socket_worker.get()};
+  if (const auto& init = options_.initializer.target(); init && init->fds)
+    fds.insert(fds.end(), init->fds->fds().begin(), init->fds->fds().end());
 
   LaunchedChild child;
   if (options_.start_method == StartMethod::fork && zygote_.pidfd && poll_one(zygote_.pidfd.get(), POLLIN, 0)) {
@@ -212,8 +216,10 @@ void PoolCore::launch_worker_locked(Slot& slot) {
     case StartMethod::spawn: child = launch_spawn(identity, target, fds); break;
   }
   stderr_write.reset();
+  fd_socket_worker.reset();
 
   slot.child = std::move(child);
+  slot.fd_socket = std::move(fd_socket_parent);
   slot.segment = std::move(segment);
   slot.control = control;
   slot.tasks = tasks;
@@ -229,7 +235,8 @@ void PoolCore::launch_worker_locked(Slot& slot) {
   slot.alive = true;
   slot.oom_kills_at_start = system_oom_kills();
   for (int fd : {slot.child.control.get(), slot.child.pidfd.get(), slot.child.status.get(),
-                 slot.stderr_read.get(), slot.segment.fd(), slot.task_overflow.fd(), slot.result_overflow.fd()})
+                 slot.stderr_read.get(), slot.segment.fd(), slot.task_overflow.fd(), slot.result_overflow.fd(),
+                 slot.fd_socket.get()})
     if (fd >= 0) track_parent_only_fd(fd);
   epoll_add(epoll_.get(), slot.child.pidfd.get(), event_key(event_exit, slot.index));
   epoll_add(epoll_.get(), slot.stderr_read.get(), event_key(event_stderr, slot.index));
@@ -263,9 +270,19 @@ bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task) {
   header.module_length = static_cast<std::uint32_t>(request.entry.module.size());
   header.kind = in_overflow ? TaskRecordKind::task_overflow : TaskRecordKind::task;
   header.payload_length = request.payload.size();
+  const bool with_fds = request.fds && !request.fds->empty();
+  header.flags = with_fds ? task_has_fds : 0;
   const std::size_t size = sizeof header + request.entry.module.size() + (in_overflow ? 0 : request.payload.size());
   std::byte* p = slot.tasks.try_begin_write(size);
   if (!p) return false;  // cannot happen with a credit of 2 records of at most a quarter ring
+  if (with_fds) {
+    // The descriptors go first, on the worker's socket; the record that needs them follows.
+    try {
+      send_frame(slot.fd_socket.get(), {}, request.fds->fds());
+    } catch (const std::system_error&) {
+      // The worker is dying: the task is handed to its replacement, descriptors and all.
+    }
+  }
   if (in_overflow) slot.task_overflow.write(request.payload);
   std::memcpy(p, &header, sizeof header);
   std::memcpy(p + sizeof header, request.entry.module.data(), request.entry.module.size());
@@ -590,7 +607,7 @@ void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, 
     for (auto [begin, end] : {std::pair{middle, task.request.end}, std::pair{task.request.begin, middle}}) {
       Task half;
       half.request.entry = task.request.entry;
-      half.request.payload = task.request.chunk->encode(begin, end);
+      encode_chunk(*task.request.chunk, begin, end, half.request);
       half.request.function_name = task.request.function_name;
       half.request.sink = task.request.sink;
       half.request.chunk = task.request.chunk;
@@ -628,7 +645,8 @@ void PoolCore::handle_exit(Slot& slot) {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, slot.child.pidfd.get(), nullptr);
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, slot.stderr_read.get(), nullptr);
     for (int fd : {slot.child.control.get(), slot.child.pidfd.get(), slot.child.status.get(),
-                   slot.stderr_read.get(), slot.segment.fd(), slot.task_overflow.fd(), slot.result_overflow.fd()})
+                   slot.stderr_read.get(), slot.segment.fd(), slot.task_overflow.fd(), slot.result_overflow.fd(),
+                   slot.fd_socket.get()})
       if (fd >= 0) untrack_parent_only_fd(fd);
     const auto reason = static_cast<WorkerExit>(slot.control->exit_reason.load(std::memory_order_acquire));
     const bool was_ready = slot.control->ready.load(std::memory_order_acquire) != 0;

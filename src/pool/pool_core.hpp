@@ -63,6 +63,7 @@ class PoolCore {
     OverflowChannel task_overflow;    // arguments too large for the ring
     OverflowChannel result_overflow;  // results too large for the ring
     UniqueFd stderr_read;
+    UniqueFd fd_socket;  // descriptors of shareable task arguments go this way
     std::string stderr_tail;
     std::deque<std::uint64_t> assigned;  // in its ring or running, oldest first
     std::uint64_t dispatched = 0;

@@ -14,7 +14,9 @@
 #include <string>
 #include <unordered_map>
 
+#include "fd_passing.hpp"
 #include "launch/launcher.hpp"
+#include "mproc/detail/fd_transfer.hpp"
 #include "mproc/detail/task_entry.hpp"
 #include "pool/overflow.hpp"
 #include "pool/worker_protocol.hpp"
@@ -80,7 +82,8 @@ class Worker {
         segment_(ShmSegment::attach(std::move(fds[worker_fd_segment]))),
         result_event_(std::move(fds[worker_fd_result_event])),
         task_overflow_(OverflowChannel::attach(std::move(fds[worker_fd_task_overflow]))),
-        result_overflow_(OverflowChannel::attach(std::move(fds[worker_fd_result_overflow]))) {
+        result_overflow_(OverflowChannel::attach(std::move(fds[worker_fd_result_overflow]))),
+        fd_socket_(std::move(fds[worker_fd_task_fds])) {
     if (segment_.size() < boot.segment_bytes) throw SerializationError("worker segment is smaller than announced");
     control_ = reinterpret_cast<WorkerControl*>(segment_.data());
     tasks_ = SpscRing::attach(segment_.bytes().subspan(boot.task_ring_offset, SpscRing::required_bytes(boot.ring_capacity)));
@@ -128,6 +131,15 @@ class Worker {
       try {
         auto payload = in_overflow ? task_overflow_.read(header.payload_length)
                                    : record->subspan(sizeof header + header.module_length, header.payload_length);
+        FdSource fds;
+        if (header.flags & task_has_fds) {
+          Frame frame;
+          if (!recv_frame(fd_socket_.get(), frame)) throw SerializationError("the pool closed the descriptor socket");
+          std::vector<int> numbers;
+          for (auto& fd : frame.fds) numbers.push_back(fd.release());
+          fds = FdSource(std::move(numbers));
+        }
+        ScopedFdSource use_fds(fds);
         kind = find_entry(header.entry_offset, module)(payload, out);
       } catch (...) {
         out.clear();
@@ -181,6 +193,7 @@ class Worker {
   WorkerControl* control_ = nullptr;
   OverflowChannel task_overflow_;
   OverflowChannel result_overflow_;
+  UniqueFd fd_socket_;
   SpscRing tasks_;
   SpscRing results_;
 };
@@ -195,13 +208,17 @@ void pool_worker_entry(std::span<const std::byte> payload) {
   // die with it through their control channel if it ends).
   ::signal(SIGINT, SIG_IGN);
   auto fds = take_inherited_fds();
-  if (fds.size() != worker_fd_count) {
+  if (fds.size() < worker_fd_count) {
     std::fprintf(stderr, "mproc worker: expected %zu descriptors, got %zu\n", std::size_t{worker_fd_count}, fds.size());
     ::_exit(1);
   }
   ::dup2(fds[worker_fd_stderr].get(), STDERR_FILENO);
   fds[worker_fd_stderr].reset();
   WorkerBoot boot = deserialize<WorkerBoot>(payload);
+  // What follows the worker's own descriptors belongs to the initializer's arguments.
+  set_inherited_fds(std::vector<UniqueFd>(std::make_move_iterator(fds.begin() + worker_fd_count),
+                                          std::make_move_iterator(fds.end())));
+  fds.resize(worker_fd_count);
   Worker worker(boot, std::move(fds));
   worker.run();
 }

@@ -51,7 +51,10 @@ struct TaskRecordHeader {
   std::uint32_t module_length;
   TaskRecordKind kind;
   std::uint64_t payload_length;
+  std::uint32_t flags;  // task_has_fds: a frame of descriptors waits on the worker's fd socket
+  std::uint32_t reserved;
 };
+inline constexpr std::uint32_t task_has_fds = 1;
 
 /// Precedes every result in the result ring: then the payload.
 struct ResultRecordHeader {
@@ -88,7 +91,8 @@ enum WorkerFd : std::size_t {
   worker_fd_stderr = 2,
   worker_fd_task_overflow = 3,
   worker_fd_result_overflow = 4,
-  worker_fd_count = 5,
+  worker_fd_task_fds = 5,  // a socket: descriptors of shareable task arguments
+  worker_fd_count = 6,     // the initializer's argument descriptors follow
 };
 
 /// The worker's entry point, named by FunctionId in its boot record.

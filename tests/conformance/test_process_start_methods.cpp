@@ -2,6 +2,7 @@
 // every start method: fork, forkserver and spawn. Targets here are stateless (function
 // pointers and captureless lambdas) and talk back through exit codes and files, since
 // spawn and forkserver children share neither memory nor descriptors with this process.
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -186,3 +187,20 @@ INSTANTIATE_TEST_SUITE_P(every_start_method, start_method_test,
                          ::testing::Values(StartMethod::fork, StartMethod::forkserver,
                                            StartMethod::spawn),
                          [](const auto& info) { return std::string(mproc::to_string(info.param)); });
+
+#include "support/fd_handle.hpp"
+
+TEST_P(start_method_test, descriptors_of_shareable_arguments_travel_with_them) {
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  Process p(options(), [](mproc_test::FdHandle out, int n) { out.write_text("got " + std::to_string(n)); },
+            mproc_test::FdHandle{fds[1]}, 5);
+  p.start();
+  p.join();
+  ::close(fds[1]);
+  char buffer[64] = {};
+  ASSERT_GT(::read(fds[0], buffer, sizeof buffer - 1), 0);
+  ::close(fds[0]);
+  EXPECT_STREQ(buffer, "got 5");
+  EXPECT_EQ(p.exitcode(), 0);
+}

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -43,10 +44,16 @@ int hang_on(int x) {
   if (x == 2) for (;;) ::pause();
   return x;
 }
+// Allocates with malloc and throws std::bad_alloc on failure, as operator new does (under
+// ASan operator new aborts on failure instead; malloc returns NULL there too).
 int allocate_mib(int mib) {
-  std::vector<char> block(static_cast<std::size_t>(mib) << 20);
-  std::memset(block.data(), 1, block.size());
-  return block[block.size() / 2];
+  const std::size_t size = static_cast<std::size_t>(mib) << 20;
+  char* block = static_cast<char*>(std::malloc(size));
+  if (!block) throw std::bad_alloc();
+  std::memset(block, 1, size);
+  int middle = block[size / 2];
+  std::free(block);
+  return middle;
 }
 void failing_initializer() { std::exit(3); }
 int write_stderr_then_crash(int) {

@@ -1,0 +1,175 @@
+// src/sync/sync_segment.cpp — the segments synchronization primitives live in, their
+// validation when a handle arrives from another process, and the robust mutex calls.
+#include "sync/sync_segment.hpp"
+
+#include <errno.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "syscall.hpp"
+
+namespace mproc::detail {
+
+SyncSegment::~SyncSegment() {
+  // The kernel releases a robust mutex held by a dying thread by walking the thread's list of
+  // held robust mutexes — at their addresses in this process. Unmapping a mutex this process
+  // still holds (the last handle destroyed while locked: a bug, as for std::mutex) would make
+  // that walk fail, and the other processes would wait on it forever. Keep such a mapping.
+  if (holds.load(std::memory_order_relaxed) > 0) (void)segment_.release();
+}
+
+int sync_fd(const SyncSegment& segment) noexcept { return segment.fd(); }
+
+[[noreturn]] void throw_empty_handle(const char* type) {
+  throw std::logic_error(std::string("mproc::") + type +
+                         ": empty handle (default-constructed or moved from)");
+}
+
+namespace {
+
+const char* kind_name(SyncKind kind) noexcept {
+  switch (kind) {
+    case SyncKind::lock: return "Lock";
+    case SyncKind::rlock: return "RLock";
+    case SyncKind::semaphore: return "Semaphore";
+    case SyncKind::bounded_semaphore: return "BoundedSemaphore";
+    case SyncKind::event: return "Event";
+    case SyncKind::condition: return "Condition";
+    case SyncKind::barrier: return "Barrier";
+  }
+  return "synchronization primitive";
+}
+
+bool kind_accepted(SyncKind expected, SyncKind actual) noexcept {
+  if (expected == actual) return true;
+  // A Semaphore handle may refer to a BoundedSemaphore (the bound lives in the segment).
+  return expected == SyncKind::semaphore && actual == SyncKind::bounded_semaphore;
+}
+
+}  // namespace
+
+std::size_t sync_state_size(SyncKind kind, const std::byte* data, std::size_t mapped) {
+  switch (kind) {
+    case SyncKind::lock:
+    case SyncKind::rlock: return sizeof(LockState);
+    case SyncKind::semaphore:
+    case SyncKind::bounded_semaphore: return sizeof(SemaphoreState);
+    case SyncKind::event: return sizeof(EventState);
+    case SyncKind::condition: return sizeof(ConditionState);
+    case SyncKind::barrier: {
+      if (mapped < sizeof(BarrierState)) return sizeof(BarrierState);
+      std::uint32_t parties = 0;
+      std::memcpy(&parties, data + offsetof(BarrierState, parties), sizeof parties);
+      if (parties == 0 || parties > max_barrier_parties) return 0;
+      return BarrierState::bytes_for(parties);
+    }
+  }
+  return 0;
+}
+
+std::shared_ptr<SyncSegment> attach_sync(int fd, SyncKind expected) {
+  const std::string what = std::string("cannot decode an mproc::") + kind_name(expected) + ": ";
+  ShmSegment segment;
+  try {
+    segment = ShmSegment::attach(UniqueFd(fd));
+  } catch (const std::system_error& e) {
+    throw SerializationError(what + e.what());
+  }
+  if (segment.size() < sizeof(SyncHeader))
+    throw SerializationError(what + "the descriptor does not hold a synchronization primitive");
+  const auto* header = reinterpret_cast<const SyncHeader*>(segment.data());
+  if (header->magic.load(std::memory_order_acquire) != sync_magic)
+    throw SerializationError(what + "the descriptor does not hold a synchronization primitive");
+  const SyncKind actual = header->kind;
+  if (!kind_accepted(expected, actual))
+    throw SerializationError(what + "the descriptor holds an mproc::" + kind_name(actual));
+  const std::size_t needed = sync_state_size(actual, segment.data(), segment.size());
+  if (needed == 0 || segment.size() < needed)
+    throw SerializationError(what + "its shared state is malformed");
+  return std::make_shared<SyncSegment>(std::move(segment), actual);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::chrono::nanoseconds time_left(steady_time deadline) noexcept {
+  if (deadline == no_deadline) return std::chrono::nanoseconds(-1);
+  const auto left = deadline - std::chrono::steady_clock::now();
+  if (left <= left.zero()) return std::chrono::nanoseconds(0);
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(left);
+}
+
+timespec monotonic_timespec(steady_time deadline) noexcept {
+  const auto ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+  timespec ts{};
+  if (ns <= 0) return ts;
+  ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+  ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  return ts;
+}
+
+void init_robust_mutex(pthread_mutex_t& mutex, int type) {
+  pthread_mutexattr_t attributes;
+  int rc = ::pthread_mutexattr_init(&attributes);
+  if (rc != 0) throw_errno(rc, "cannot initialize a process-shared mutex");
+  rc = ::pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+  if (rc == 0) rc = ::pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+  if (rc == 0) rc = ::pthread_mutexattr_settype(&attributes, type);
+  if (rc == 0) rc = ::pthread_mutex_init(&mutex, &attributes);
+  ::pthread_mutexattr_destroy(&attributes);
+  if (rc != 0) throw_errno(rc, "cannot initialize a robust process-shared mutex");
+}
+
+namespace {
+
+LockResult lock_result(pthread_mutex_t& mutex, int rc, const char* type_name, bool trying) {
+  switch (rc) {
+    case 0:
+      return LockResult::acquired;
+    case EOWNERDEAD:
+      // The previous holder died holding it; we hold it now. Mark it consistent at once, so
+      // that if we die too the next holder sees EOWNERDEAD again, never ENOTRECOVERABLE.
+      ::pthread_mutex_consistent(&mutex);
+      return LockResult::owner_died;
+    case ETIMEDOUT:
+    case EBUSY:
+      return LockResult::timed_out;
+    case EDEADLK:
+      if (trying) return LockResult::timed_out;
+      throw std::logic_error(std::string("mproc::") + type_name +
+                             ": the calling thread already holds it (locking it again would "
+                             "deadlock)");
+    default:
+      throw_errno(rc, std::string("cannot lock an mproc::") + type_name);
+  }
+}
+
+}  // namespace
+
+LockResult robust_lock(pthread_mutex_t& mutex, steady_time deadline, const char* type_name) {
+  int rc;
+  if (deadline == no_deadline) {
+    rc = ::pthread_mutex_lock(&mutex);
+  } else {
+    const timespec limit = monotonic_timespec(deadline);
+    rc = ::pthread_mutex_clocklock(&mutex, CLOCK_MONOTONIC, &limit);
+  }
+  return lock_result(mutex, rc, type_name, false);
+}
+
+LockResult robust_try_lock(pthread_mutex_t& mutex, const char* type_name) {
+  return lock_result(mutex, ::pthread_mutex_trylock(&mutex), type_name, true);
+}
+
+void robust_unlock(pthread_mutex_t& mutex, const char* type_name) {
+  const int rc = ::pthread_mutex_unlock(&mutex);
+  if (rc == 0) return;
+  if (rc == EPERM)
+    throw std::logic_error(std::string("mproc::") + type_name +
+                           ": unlock() by a thread that does not hold it");
+  throw_errno(rc, std::string("cannot unlock an mproc::") + type_name);
+}
+
+}  // namespace mproc::detail
