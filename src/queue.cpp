@@ -51,11 +51,18 @@ constexpr std::size_t header_bytes = 4096;  // the ring starts on its own page
 constexpr std::size_t record_header_bytes = sizeof(std::uint64_t);
 constexpr std::size_t min_capacity = 16;
 
-/// How long a waiter spins before it sleeps. A futex wake-up across CPUs costs ~45 µs round
-/// trip on the machines mproc is measured on, a spinning cache-line hand-off ~0.06 µs: a spin
-/// of about one wake-up's cost catches a peer that answers quickly (a ping-pong, a stream)
-/// without a system call, and bounds what a waiter burns when nothing comes.
-constexpr nanoseconds spin_time{40'000};
+/// The longest a waiter spins before it sleeps. A futex wake-up across CPUs costs ~45 µs round
+/// trip on an idle machine of the kind mproc is measured on, a spinning cache-line hand-off
+/// ~0.06 µs: a spin of about one wake-up's cost catches a peer that answers quickly (a
+/// ping-pong, a stream) without any system call. SpinBudget shortens it when spinning does
+/// not pay.
+constexpr nanoseconds max_spin{40'000};
+/// What a wait spins, now and then, after spinning has stopped paying: enough to notice that
+/// the peer answers quickly again.
+constexpr nanoseconds probe_spin{5'000};
+/// A gap this long between two looks at the clock in a spin loop (normally ~1 µs apart) means
+/// the spinner was descheduled.
+constexpr nanoseconds descheduled_gap{10'000};
 /// The longest a sleeper sleeps before it looks at the queue again on its own.
 constexpr nanoseconds wait_slice{std::chrono::milliseconds(100)};
 
@@ -104,6 +111,36 @@ bool spinning_pays() {
   return more_than_one_cpu;
 }
 
+/// How long one kind of wait (get or put, in this process) spins before it sleeps, learned
+/// from how its spins went. A spin that saw the awaited change doubles the budget (up to
+/// max_spin); one that ran out halves it. On an idle machine a quick peer keeps it at the top
+/// and hand-offs take no system call; on a loaded one a spinner only keeps a CPU from the
+/// very peer it waits for (or from anyone else), the peer answers late, and the budget falls
+/// to zero: then every 16th wait spins probe_spin to find out whether spinning pays again.
+class SpinBudget {
+ public:
+  nanoseconds next() noexcept {
+    if (!spinning_pays()) return nanoseconds::zero();
+    const std::int64_t budget = budget_ns_.load(std::memory_order_relaxed);
+    if (budget != 0) return nanoseconds(budget);
+    return probes_.fetch_add(1, std::memory_order_relaxed) % 16 == 15 ? probe_spin
+                                                                     : nanoseconds::zero();
+  }
+  void record(bool paid) noexcept {
+    const std::int64_t budget = budget_ns_.load(std::memory_order_relaxed);
+    std::int64_t next;
+    if (paid)
+      next = std::min<std::int64_t>(max_spin.count(), std::max<std::int64_t>(2 * budget, probe_spin.count()));
+    else
+      next = budget / 2 < 1000 ? 0 : budget / 2;
+    budget_ns_.store(next, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<std::int64_t> budget_ns_{max_spin.count()};
+  std::atomic<std::uint32_t> probes_{0};
+};
+
 [[noreturn]] void throw_corrupt(const std::string& what) {
   throw SerializationError("mproc::Queue: the shared queue state is corrupt (" + what +
                            "); a process wrote over the queue's memory");
@@ -132,6 +169,7 @@ class QueueCore {
   int fd() const noexcept { return segment_.fd(); }
 
   std::atomic<bool> closed{false};
+  SpinBudget get_spin, put_spin;
 
   /// The mutex, held for a scope. lock() recovers from a dead holder.
   class Guard {
@@ -259,16 +297,32 @@ void wake_if_sleeping(std::atomic<std::uint32_t>& word, std::atomic<std::uint32_
 }
 
 /// Waits until `word` differs from `seen`, `deadline` passes, or wait_slice runs out: first
-/// spinning (when `spin`), then sleeping. The caller re-checks its condition afterwards.
+/// spinning (when `spin` is given), then sleeping. The caller re-checks its condition after.
 void wait_for_change(const std::atomic<std::uint32_t>& word, std::uint32_t seen,
-                     std::atomic<std::uint32_t>& sleepers, Clock::time_point deadline, bool spin) {
-  if (spin && spinning_pays()) {
-    const auto spin_until = std::min(deadline, Clock::now() + spin_time);
+                     std::atomic<std::uint32_t>& sleepers, Clock::time_point deadline,
+                     SpinBudget* spin) {
+  const nanoseconds budget = spin ? spin->next() : nanoseconds::zero();
+  if (budget > nanoseconds::zero()) {
+    auto last = Clock::now();
+    const bool cut_by_deadline = deadline - last <= budget;
+    const auto spin_until = cut_by_deadline ? deadline : last + budget;
+    // A spin during which this process lost its CPU did not pay, even when the change came:
+    // the peer may well have run on this very CPU, in the time the spin took from it.
+    bool descheduled = false;
     for (unsigned i = 1;; ++i) {
-      if (word.load(std::memory_order_acquire) != seen) return;
+      if (word.load(std::memory_order_acquire) != seen) {
+        spin->record(!descheduled);
+        return;
+      }
       cpu_relax();
-      if (i % 64 == 0 && Clock::now() >= spin_until) break;
+      if (i % 32 == 0) {
+        const auto now = Clock::now();
+        if (now - last > descheduled_gap) descheduled = true;
+        if (now >= spin_until) break;
+        last = now;
+      }
     }
+    if (!cut_by_deadline) spin->record(false);
   }
   const auto now = Clock::now();
   if (now >= deadline) return;
@@ -372,7 +426,7 @@ bool ByteQueue::put(std::span<const std::byte> message, std::chrono::nanoseconds
       return true;
     }
     if (Clock::now() >= deadline) return false;
-    wait_for_change(h.not_full, seen, h.put_sleepers, deadline, first);
+    wait_for_change(h.not_full, seen, h.put_sleepers, deadline, first ? &core.put_spin : nullptr);
   }
 }
 
@@ -413,7 +467,7 @@ bool ByteQueue::get(std::vector<std::byte>& out, std::chrono::nanoseconds timeou
       return true;
     }
     if (Clock::now() >= deadline) return false;
-    wait_for_change(h.not_empty, seen, h.get_sleepers, deadline, first);
+    wait_for_change(h.not_empty, seen, h.get_sleepers, deadline, first ? &core.get_spin : nullptr);
   }
 }
 
@@ -467,7 +521,7 @@ bool ByteQueue::join(std::chrono::nanoseconds timeout) const {
       if (core.published().unfinished == 0) return true;
     }
     if (Clock::now() >= deadline) return false;
-    wait_for_change(h.all_done, seen, h.join_sleepers, deadline, false);
+    wait_for_change(h.all_done, seen, h.join_sleepers, deadline, nullptr);
   }
 }
 

@@ -185,7 +185,7 @@ TEST_P(pool_test, map_throws_the_failed_items_exception_and_collect_returns_ever
 
 TEST_P(pool_test, initializer_runs_in_every_worker) {
   auto opts = options();
-  opts.initializer = mproc::Initializer(initialize, 17);
+  opts.initializer = {initialize, 17};
   Pool pool(opts);
   auto values = pool.map(read_initialized, std::vector<int>(20, 0), 1);
   for (int v : values) EXPECT_EQ(v, 17);

@@ -44,13 +44,15 @@
 namespace mproc {
 
 /// A worker initializer: a stateless callable and its (serializable) arguments, run once in
-/// every worker before its first task. `PoolOptions{.initializer = mproc::Initializer(f, 42)}`.
+/// every worker before its first task: `PoolOptions{.initializer = {load_model, "model.bin"}}`
+/// or `.initializer = mproc::Initializer(setup)`.
 class Initializer {
  public:
   Initializer() = default;
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>, detail::stored_arg_t<Args>...>
-  explicit Initializer(F&& f, Args&&... args) {
+    requires(!std::same_as<std::remove_cvref_t<F>, Initializer> &&
+             std::invocable<std::decay_t<F>, detail::stored_arg_t<Args>...>)
+  Initializer(F&& f, Args&&... args) {  // NOLINT: implicit, so that `.initializer = {f, args...}` reads well
     using Fn = std::decay_t<F>;
     static_assert(detail::is_stateless_target_v<Fn>,
                   "mproc::Initializer: the initializer must be a function pointer, a captureless "
