@@ -2,11 +2,9 @@
 // processes over a socketpair, as Python's multiprocessing.Pipe and Connection.
 //
 //   auto [parent_end, child_end] = mproc::Pipe();
-//   mproc::Process child([](mproc::Connection c) { c.send(c.recv<int>() * 2); }, std::move(child_end));
-//   child.start();
-//   parent_end.send(21);
-//   int answer = parent_end.recv<int>();   // 42
-//   child.join();
+//   mproc::Process child([](mproc::Connection c) { c.send(c.recv<int>() * 2); },
+//   std::move(child_end)); child.start(); parent_end.send(21); int answer = parent_end.recv<int>();
+//   // 42 child.join();
 //
 // Messages have any size. A message is either delivered whole or not at all: a sender killed in
 // the middle of send() never hands the receiver a torn message, and never breaks the channel for
@@ -67,7 +65,8 @@ inline std::optional<std::chrono::nanoseconds> to_timeout(std::chrono::nanosecon
 /// senders on one end, but larger messages from concurrent senders or concurrent receivers of
 /// one end need a Lock (as in Python). A process killed in the middle never corrupts the channel.
 ///
-/// Movable, not copyable (Python's Connection is one object too). A moved-from Connection is closed.
+/// Movable, not copyable (Python's Connection is one object too). A moved-from Connection is
+/// closed.
 class Connection {
  public:
   /// A closed Connection (what a moved-from one is).
@@ -90,7 +89,8 @@ class Connection {
   /// `timeout`. A message that timed out part-way is never delivered (the receiver drops it).
   template <class T, class Rep, class Period>
   void send(const T& value, std::chrono::duration<Rep, Period> timeout) {
-    send_value(value, detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+    send_value(value,
+               detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
   }
 
   /// Sends `bytes` as one message; the receiver gets exactly these bytes from recv_bytes().
@@ -98,7 +98,8 @@ class Connection {
   void send_bytes(std::string_view text) { send_message(as_bytes(text), {}, std::nullopt); }
   template <class Rep, class Period>
   void send_bytes(std::span<const std::byte> bytes, std::chrono::duration<Rep, Period> timeout) {
-    send_message(bytes, {}, detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+    send_message(bytes, {},
+                 detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
   }
   template <class Rep, class Period>
   void send_bytes(std::string_view text, std::chrono::duration<Rep, Period> timeout) {
@@ -118,8 +119,9 @@ class Connection {
   template <class T, class Rep, class Period>
   T recv(std::chrono::duration<Rep, Period> timeout) {
     detail::require_serializable<T>();
-    return decode<T>(recv_message(detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
-                                  std::nullopt));
+    return decode<T>(recv_message(
+        detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
+        std::nullopt));
   }
 
   /// Waits for the next message and returns its bytes. Throws as recv<T>().
@@ -132,14 +134,17 @@ class Connection {
   /// As recv_bytes(), but throws TimeoutError when no whole message arrived within `timeout`.
   template <class Rep, class Period>
   std::vector<std::byte> recv_bytes(std::chrono::duration<Rep, Period> timeout) {
-    return recv_message(detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
-                        std::nullopt)
+    return recv_message(
+               detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
+               std::nullopt)
         .bytes;
   }
   template <class Rep, class Period>
-  std::vector<std::byte> recv_bytes(std::size_t max_length, std::chrono::duration<Rep, Period> timeout) {
-    return recv_message(detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
-                        max_length)
+  std::vector<std::byte> recv_bytes(std::size_t max_length,
+                                    std::chrono::duration<Rep, Period> timeout) {
+    return recv_message(
+               detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)),
+               max_length)
         .bytes;
   }
 
@@ -149,7 +154,8 @@ class Connection {
   /// As poll(), waiting up to `timeout` for it to become true.
   template <class Rep, class Period>
   bool poll(std::chrono::duration<Rep, Period> timeout) {
-    return poll_for(*detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
+    return poll_for(
+        *detail::to_timeout(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout)));
   }
 
   /// Closes this process's descriptor (other processes' copies stay open). Idempotent.
@@ -172,7 +178,8 @@ class Connection {
   void load(Archive& archive) {
     std::uint8_t bits = 0;
     archive(bits);
-    if (bits == 0 || bits > 3) throw SerializationError("a Connection's direction bits are corrupt");
+    if (bits == 0 || bits > 3)
+      throw SerializationError("a Connection's direction bits are corrupt");
     adopt(detail::load_fd(archive), bits);
   }
 
@@ -206,7 +213,8 @@ class Connection {
   detail::ReceivedMessage recv_message(std::optional<std::chrono::nanoseconds> timeout,
                                        std::optional<std::size_t> max_length);
   /// Receives and files one record; returns the message it completed, if any.
-  std::optional<detail::ReceivedMessage> take_record(bool dontwait, std::optional<std::size_t> max_length);
+  std::optional<detail::ReceivedMessage> take_record(bool dontwait,
+                                                     std::optional<std::size_t> max_length);
   void check_readable(const char* method) const;
   [[noreturn]] static void throw_too_long(std::uint64_t length, std::size_t max_length);
   bool poll_for(std::chrono::nanoseconds timeout);

@@ -46,8 +46,9 @@ enum class SyncKind : std::uint32_t {
 /// The mapping of one primitive's segment in this process (defined in src/sync/).
 class SyncSegment;
 
-/// The descriptor behind a segment (owned by the segment).
-int sync_fd(const SyncSegment& segment) noexcept;
+/// The descriptor behind a handle's segment (owned by the segment), for its save().
+/// Throws std::logic_error naming `type` for an empty (moved-from) handle.
+int sync_fd(const std::shared_ptr<SyncSegment>& segment, const char* type);
 /// Adopts `fd` (closed on every path) and maps it. Throws SerializationError when it does not
 /// hold an mproc primitive of kind `expected` (or, for a Semaphore, either semaphore kind).
 std::shared_ptr<SyncSegment> attach_sync(int fd, SyncKind expected);
@@ -105,37 +106,37 @@ class Lock {
 
   /// Blocks until this thread holds the lock.
   /// Throws std::logic_error when this thread already holds it (it would deadlock).
-  void lock();
+  void lock() const;
   /// Takes the lock if it is free; never blocks. Returns whether this thread now holds it.
-  bool try_lock();
+  bool try_lock() const;
   /// Like lock(), giving up after `timeout`; returns whether this thread now holds it.
   template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return lock_until(detail::deadline_after(timeout));
   }
   template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
     return lock_until(detail::steady_deadline(deadline));
   }
   /// Releases the lock. Throws std::logic_error when this thread does not hold it.
-  void unlock();
+  void unlock() const;
 
   /// True when the last acquisition of the lock found its previous holder dead (the kernel
   /// released the mutex for it). Meaningful to the thread that holds the lock.
   bool owner_died() const noexcept;
 
   /// Python's names: acquire() blocks; acquire(timeout) returns whether it got the lock.
-  void acquire() { lock(); }
+  void acquire() const { lock(); }
   template <class Rep, class Period>
-  bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
+  bool acquire(const std::chrono::duration<Rep, Period>& timeout) const {
     return try_lock_for(timeout);
   }
-  void release() { unlock(); }
+  void release() const { unlock(); }
 
   /// cereal: the segment's descriptor travels beside the bytes (detail/fd_transfer.hpp).
   template <class Archive>
   void save(Archive& archive) const {
-    detail::save_fd(archive, detail::sync_fd(*segment_));
+    detail::save_fd(archive, detail::sync_fd(segment_, "Lock"));
   }
   template <class Archive>
   void load(Archive& archive) {
@@ -143,7 +144,7 @@ class Lock {
   }
 
  private:
-  bool lock_until(detail::steady_time deadline);
+  bool lock_until(detail::steady_time deadline) const;
   std::shared_ptr<detail::SyncSegment> segment_;
 };
 
@@ -162,33 +163,33 @@ class RLock {
 
   /// Blocks until this thread holds the lock (at once when it already does).
   /// Throws std::system_error (EAGAIN) when the recursion depth overflows.
-  void lock();
-  bool try_lock();
+  void lock() const;
+  bool try_lock() const;
   template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return lock_until(detail::deadline_after(timeout));
   }
   template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
     return lock_until(detail::steady_deadline(deadline));
   }
   /// Releases one level. Throws std::logic_error when this thread does not hold the lock.
-  void unlock();
+  void unlock() const;
 
   /// True when the outermost acquisition of the current (or last) holder found the previous
   /// holder dead. Meaningful to the thread that holds the lock.
   bool owner_died() const noexcept;
 
-  void acquire() { lock(); }
+  void acquire() const { lock(); }
   template <class Rep, class Period>
-  bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
+  bool acquire(const std::chrono::duration<Rep, Period>& timeout) const {
     return try_lock_for(timeout);
   }
-  void release() { unlock(); }
+  void release() const { unlock(); }
 
   template <class Archive>
   void save(Archive& archive) const {
-    detail::save_fd(archive, detail::sync_fd(*segment_));
+    detail::save_fd(archive, detail::sync_fd(segment_, "RLock"));
   }
   template <class Archive>
   void load(Archive& archive) {
@@ -196,7 +197,7 @@ class RLock {
   }
 
  private:
-  bool lock_until(detail::steady_time deadline);
+  bool lock_until(detail::steady_time deadline) const;
   std::shared_ptr<detail::SyncSegment> segment_;
 };
 
@@ -217,34 +218,34 @@ class Semaphore {
   explicit Semaphore(int initial = 1);
 
   /// Blocks until the count is positive, then decrements it.
-  void acquire();
+  void acquire() const;
   /// Decrements the count if it is positive; never blocks. Returns whether it did.
-  bool try_acquire();
+  bool try_acquire() const;
   /// Like acquire(), giving up after `timeout`; returns whether it decremented the count.
   template <class Rep, class Period>
-  bool try_acquire_for(const std::chrono::duration<Rep, Period>& timeout) {
+  bool try_acquire_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return acquire_until(detail::deadline_after(timeout));
   }
   template <class Clock, class Duration>
-  bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  bool try_acquire_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
     return acquire_until(detail::steady_deadline(deadline));
   }
   /// Python's acquire(timeout=...): the same as try_acquire_for.
   template <class Rep, class Period>
-  bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
+  bool acquire(const std::chrono::duration<Rep, Period>& timeout) const {
     return try_acquire_for(timeout);
   }
   /// Adds `n` to the count and wakes up to `n` waiters.
   /// Throws std::invalid_argument when n < 1; std::overflow_error when the count would pass
   /// INT_MAX; for a BoundedSemaphore, std::logic_error when it would pass the initial value
   /// (Python raises ValueError). The count is unchanged when it throws.
-  void release(int n = 1);
+  void release(int n = 1) const;
   /// The current count (a snapshot: other processes may change it at once).
   int get_value() const noexcept;
 
   template <class Archive>
   void save(Archive& archive) const {
-    detail::save_fd(archive, detail::sync_fd(*segment_));
+    detail::save_fd(archive, detail::sync_fd(segment_, "Semaphore"));
   }
   /// Decodes either kind of semaphore (a BoundedSemaphore keeps its bound when sliced).
   template <class Archive>
@@ -255,7 +256,7 @@ class Semaphore {
  protected:
   struct bounded_tag {};
   Semaphore(bounded_tag, int initial);
-  bool acquire_until(detail::steady_time deadline);
+  bool acquire_until(detail::steady_time deadline) const;
   std::shared_ptr<detail::SyncSegment> segment_;
 };
 
@@ -287,24 +288,24 @@ class Event {
   /// A new, clear event. Throws std::system_error when no shared memory can be had.
   Event();
 
-  void set();
-  void clear();
+  void set() const;
+  void clear() const;
   bool is_set() const noexcept;
   /// Blocks until the flag is set.
-  void wait();
+  void wait() const;
   /// Like wait(), giving up after `timeout`; returns whether the flag was set.
   template <class Rep, class Period>
-  bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
+  bool wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return wait_until_steady(detail::deadline_after(timeout));
   }
   template <class Clock, class Duration>
-  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
     return wait_until_steady(detail::steady_deadline(deadline));
   }
 
   template <class Archive>
   void save(Archive& archive) const {
-    detail::save_fd(archive, detail::sync_fd(*segment_));
+    detail::save_fd(archive, detail::sync_fd(segment_, "Event"));
   }
   template <class Archive>
   void load(Archive& archive) {
@@ -312,7 +313,7 @@ class Event {
   }
 
  private:
-  bool wait_until_steady(detail::steady_time deadline);
+  bool wait_until_steady(detail::steady_time deadline) const;
   std::shared_ptr<detail::SyncSegment> segment_;
 };
 
@@ -342,63 +343,63 @@ class Condition {
   Condition();
   explicit Condition(Lock lock);
 
-  void lock() { lock_.lock(); }
-  bool try_lock() { return lock_.try_lock(); }
+  void lock() const { lock_.lock(); }
+  bool try_lock() const { return lock_.try_lock(); }
   template <class Rep, class Period>
-  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return lock_.try_lock_for(timeout);
   }
   template <class Clock, class Duration>
-  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
     return lock_.try_lock_until(deadline);
   }
-  void unlock() { lock_.unlock(); }
+  void unlock() const { lock_.unlock(); }
   /// The lock's owner_died(): whether the current holder took it over from a dead one.
   bool owner_died() const noexcept { return lock_.owner_died(); }
   /// A handle to the condition's lock.
   Lock get_lock() const { return lock_; }
-  void acquire() { lock_.lock(); }
-  void release() { lock_.unlock(); }
+  void acquire() const { lock_.lock(); }
+  void release() const { lock_.unlock(); }
 
   /// Releases the lock, sleeps until notified (or spuriously), takes the lock again.
   /// Throws std::logic_error when this thread does not hold the lock.
-  void wait();
+  void wait() const;
   /// Like wait(), giving up after `timeout`; returns false when it timed out.
   template <class Rep, class Period>
-  bool wait_for(const std::chrono::duration<Rep, Period>& timeout) {
+  bool wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return wait_until_steady(detail::deadline_after(timeout));
   }
   template <class Clock, class Duration>
-  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
     return wait_until_steady(detail::steady_deadline(deadline));
   }
   /// Waits until pred() is true (checked with the lock held, first before any wait).
   template <class Predicate>
-    requires std::predicate<Predicate&>
-  void wait(Predicate pred) {
+  requires std::predicate<Predicate&>
+  void wait(Predicate pred) const {
     while (!pred()) wait();
   }
   /// Like wait(pred), giving up after `timeout`; returns pred()'s last value.
   template <class Rep, class Period, class Predicate>
-    requires std::predicate<Predicate&>
-  bool wait_for(const std::chrono::duration<Rep, Period>& timeout, Predicate pred) {
+  requires std::predicate<Predicate&>
+  bool wait_for(const std::chrono::duration<Rep, Period>& timeout, Predicate pred) const {
     return wait_until_steady(detail::deadline_after(timeout), pred);
   }
   template <class Clock, class Duration, class Predicate>
-    requires std::predicate<Predicate&>
-  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline, Predicate pred) {
+  requires std::predicate<Predicate&>
+  bool wait_until(const std::chrono::time_point<Clock, Duration>& deadline, Predicate pred) const {
     return wait_until_steady(detail::steady_deadline(deadline), pred);
   }
 
   /// Wakes up to `n` waiting threads (more may wake: waits can be spurious).
-  void notify(int n = 1);
-  void notify_one() { notify(1); }
-  void notify_all();
+  void notify(int n = 1) const;
+  void notify_one() const { notify(1); }
+  void notify_all() const;
 
   template <class Archive>
   void save(Archive& archive) const {
     archive(lock_);
-    detail::save_fd(archive, detail::sync_fd(*segment_));
+    detail::save_fd(archive, detail::sync_fd(segment_, "Condition"));
   }
   template <class Archive>
   void load(Archive& archive) {
@@ -407,9 +408,9 @@ class Condition {
   }
 
  private:
-  bool wait_until_steady(detail::steady_time deadline);
+  bool wait_until_steady(detail::steady_time deadline) const;
   template <class Predicate>
-  bool wait_until_steady(detail::steady_time deadline, Predicate& pred) {
+  bool wait_until_steady(detail::steady_time deadline, Predicate& pred) const {
     while (!pred())
       if (!wait_until_steady(deadline)) return static_cast<bool>(pred());
     return true;
@@ -449,24 +450,25 @@ class Barrier {
   /// Arrives and waits for the other parties of this round. Returns the order of arrival in
   /// the round, 0 to parties() - 1 (like Python's wait()).
   /// Throws BrokenBarrier when the barrier is or becomes broken (see the class comment).
-  std::size_t arrive_and_wait();
+  std::size_t arrive_and_wait() const;
   /// Like arrive_and_wait(), but when the round has not completed after `timeout` the
   /// barrier breaks (as in Python) and BrokenBarrier is thrown.
   template <class Rep, class Period>
-  std::size_t arrive_and_wait_for(const std::chrono::duration<Rep, Period>& timeout) {
+  std::size_t arrive_and_wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
     return arrive_and_wait_until_steady(detail::deadline_after(timeout));
   }
   template <class Clock, class Duration>
-  std::size_t arrive_and_wait_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  std::size_t arrive_and_wait_until(
+      const std::chrono::time_point<Clock, Duration>& deadline) const {
     return arrive_and_wait_until_steady(detail::steady_deadline(deadline));
   }
   /// Python's name for arrive_and_wait().
-  std::size_t wait() { return arrive_and_wait(); }
+  std::size_t wait() const { return arrive_and_wait(); }
 
   /// Breaks the barrier: current and later waiters get BrokenBarrier until reset().
-  void abort();
+  void abort() const;
   /// Returns the barrier to its initial state; threads waiting in it get BrokenBarrier.
-  void reset();
+  void reset() const;
   bool broken() const;
   std::size_t parties() const;
   /// How many parties wait in the current round.
@@ -478,7 +480,7 @@ class Barrier {
   void save(Archive& archive) const {
     const bool has_segment = segment_ != nullptr;
     archive(has_segment);
-    if (has_segment) detail::save_fd(archive, detail::sync_fd(*segment_));
+    if (has_segment) detail::save_fd(archive, detail::sync_fd(segment_, "Barrier"));
   }
   template <class Archive>
   void load(Archive& archive) {
@@ -491,7 +493,7 @@ class Barrier {
   }
 
  private:
-  std::size_t arrive_and_wait_until_steady(detail::steady_time deadline);
+  std::size_t arrive_and_wait_until_steady(detail::steady_time deadline) const;
   detail::SyncSegment& segment() const;
   std::shared_ptr<detail::SyncSegment> segment_;
 };

@@ -14,13 +14,21 @@
 
 namespace mproc::detail {
 
-LaunchedChild launch_fork(const ChildIdentity& identity, ForkTarget& target) {
-  auto [parent_end, child_end] = make_socketpair();
-  flush_std_streams();
-  // PR_SET_PDEATHSIG fires when the *thread* that forked dies. Only the main thread's
-  // death means the parent is gone, so other threads rely on the control channel alone.
-  const bool forked_by_main_thread = ::gettid() == ::getpid();
+UniqueFd pidfd_or_kill(pid_t pid) {
+  try {
+    return UniqueFd(pidfd_open(pid));
+  } catch (...) {
+    // Without a pidfd the child cannot be watched: better no child than an unwatched one.
+    ::kill(pid, SIGKILL);
+    retry_eintr([&] { return ::waitpid(pid, nullptr, 0); });
+    throw;
+  }
+}
 
+LaunchedChild fork_with_hygiene(UniqueFd& parent_end, UniqueFd& child_end,
+                                [[noreturn]] void (*child_main)(int control_fd, void* context),
+                                void* context) {
+  flush_std_streams();
   sigset_t all, previous;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
@@ -30,26 +38,38 @@ LaunchedChild launch_fork(const ChildIdentity& identity, ForkTarget& target) {
     reset_registry_in_forked_child();
     parent_end.reset();
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-    run_child(identity, child_end.release(), forked_by_main_thread,
-              [](void* context) { static_cast<ForkTarget*>(context)->run(); }, &target);
+    child_main(child_end.release(), context);
   }
   int fork_errno = errno;
   unlock_registry_after_fork_in_parent();
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid < 0) throw_errno(fork_errno, "cannot fork a child process");
   child_end.reset();
-
   LaunchedChild child;
   child.pid = pid;
-  try {
-    child.pidfd = UniqueFd(pidfd_open(pid));
-  } catch (...) {
-    ::kill(pid, SIGKILL);
-    retry_eintr([&] { return ::waitpid(pid, nullptr, 0); });
-    throw;
-  }
+  child.pidfd = pidfd_or_kill(pid);
   child.control = std::move(parent_end);
   return child;
+}
+
+namespace {
+struct ForkedProcess {
+  const ChildIdentity* identity;
+  ForkTarget* target;
+  bool forked_by_main_thread;
+};
+}  // namespace
+
+LaunchedChild launch_fork(const ChildIdentity& identity, ForkTarget& target) {
+  auto [parent_end, child_end] = make_socketpair();
+  // PR_SET_PDEATHSIG fires when the *thread* that forked dies. Only the main thread's
+  // death means the parent is gone, so other threads rely on the control channel alone.
+  ForkedProcess process{&identity, &target, ::gettid() == ::getpid()};
+  return fork_with_hygiene(parent_end, child_end, [](int control_fd, void* context) {
+    auto* p = static_cast<ForkedProcess*>(context);
+    run_child(*p->identity, control_fd, p->forked_by_main_thread,
+              [](void* target) { static_cast<ForkTarget*>(target)->run(); }, p->target);
+  }, &process);
 }
 
 }  // namespace mproc::detail

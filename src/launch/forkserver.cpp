@@ -128,40 +128,14 @@ void stop_server(LaunchedChild& server) noexcept {
 
 LaunchedChild start_zygote() {
   auto [parent_end, child_end] = make_socketpair();
-  flush_std_streams();
-  sigset_t all, previous;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
-  lock_registry_for_fork();
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    reset_registry_in_forked_child();
-    parent_end.reset();
-    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-    // The zygote lives exactly as long as its pool: it leaves its loop on EOF, and dies
-    // with the whole parent through the same watch every child has.
+  return fork_with_hygiene(parent_end, child_end, [](int control_fd, void*) {
+    // The zygote lives exactly as long as its pool: it leaves its loop on EOF.
     ChildIdentity identity;
     identity.name = "mproc-zygote";
     identity.parent_pid = ::getppid();
     become_child(identity);
-    forkserver_main(child_end.release());
-  }
-  int fork_errno = errno;
-  unlock_registry_after_fork_in_parent();
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  if (pid < 0) throw_errno(fork_errno, "cannot fork a pool zygote");
-  child_end.reset();
-  LaunchedChild zygote;
-  zygote.pid = pid;
-  try {
-    zygote.pidfd = UniqueFd(pidfd_open(pid));
-  } catch (...) {
-    ::kill(pid, SIGKILL);
-    retry_eintr([&] { return ::waitpid(pid, nullptr, 0); });
-    throw;
-  }
-  zygote.control = std::move(parent_end);
-  return zygote;
+    forkserver_main(control_fd);
+  }, nullptr);
 }
 
 std::vector<pid_t> helper_pids() {

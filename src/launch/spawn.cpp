@@ -80,8 +80,8 @@ LaunchedChild spawn_program(const BootRecord& boot, std::span<const int> extra_f
 
   LaunchedChild child;
   child.pid = pid;
+  child.pidfd = pidfd_or_kill(pid);
   try {
-    child.pidfd = UniqueFd(pidfd_open(pid));
     // The boot record waits in the socket buffer; a large one is read as the child starts.
     send_frame(parent_end.get(), record, extra_fds);
   } catch (...) {

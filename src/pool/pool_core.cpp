@@ -52,12 +52,6 @@ constexpr std::size_t stderr_tail_bytes = 4096;
 enum EventKind : std::uint64_t { event_wake = 1, event_results = 2, event_exit = 3, event_stderr = 4 };
 std::uint64_t event_key(EventKind kind, unsigned slot = 0) { return (std::uint64_t{kind} << 56) | slot; }
 
-std::int64_t monotonic_ns() {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
 std::uint64_t system_oom_kills() {
   std::ifstream vmstat("/proc/vmstat");
   std::string key;

@@ -27,12 +27,6 @@
 namespace mproc::detail {
 namespace {
 
-std::int64_t monotonic_ns() {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
 // The address space this process already uses: the memory limit is counted on top of it.
 std::uint64_t current_address_space() {
   std::ifstream status("/proc/self/status");

@@ -3,6 +3,8 @@
 // travel in the rings, and the boot record a worker starts from.
 #pragma once
 
+#include <time.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +14,14 @@
 #include "mproc/process.hpp"
 
 namespace mproc::detail {
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of WorkerControl::running_since, the same in
+/// every process of the machine.
+inline std::int64_t monotonic_ns() {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
 
 /// Written by the worker, read by the pool (a dead worker's last words).
 struct alignas(64) WorkerControl {
