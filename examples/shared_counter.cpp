@@ -28,7 +28,7 @@ int main() {
 
   std::vector<mproc::Process> processes;
   for (int i = 0; i < workers; ++i)
-    processes.emplace_back([=]() mutable {  // the handles are copied: the copies share
+    processes.emplace_back([=] {  // the handles are copied: the copies share
       const std::size_t arrival = start.arrive_and_wait();
       for (long n = 0; n < increments; ++n) {
         std::scoped_lock hold(lock);

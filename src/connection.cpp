@@ -108,10 +108,10 @@ bool is_peer_gone(int error) {
 /// would be the natural type; until it exists this is mproc::Error.)
 [[noreturn]] void throw_closed(bool mid_message) {
   if (mid_message)
-    throw Error(
+    throw EOFError(
         "mproc::Connection::recv: the connection was closed by the other end in the middle of a "
-        "message (its sender died while sending); the partial message was dropped");
-  throw Error("mproc::Connection::recv: the connection was closed by the other end (EOF)");
+        "message (its sender died or gave up while sending); the partial message was dropped");
+  throw EOFError("mproc::Connection::recv: the connection was closed by the other end (EOF)");
 }
 
 }  // namespace
@@ -159,7 +159,15 @@ namespace {
 struct Record {
   std::size_t size = 0;
   int flags = 0;
-  std::vector<int> fds;  // owned until moved out; closed by close_fds
+  std::vector<int> fds;  // owned: closed on destruction unless moved out (and cleared)
+
+  Record() = default;
+  Record(Record&& other) noexcept
+      : size(other.size), flags(other.flags), fds(std::move(other.fds)) {
+    other.fds.clear();
+  }
+  Record& operator=(Record&&) = delete;
+  ~Record() { close_fds(); }
   void close_fds() noexcept {
     for (int f : fds) ::close(f);
     fds.clear();
@@ -216,10 +224,16 @@ Connection::Connection(Connection&& other) noexcept = default;
 Connection& Connection::operator=(Connection&& other) noexcept = default;
 Connection::~Connection() = default;
 
-void Connection::close() noexcept { state_.reset(); }
+void Connection::close() noexcept {
+  state_.reset();
+}
 
-bool Connection::readable() const noexcept { return state_ && state_->readable; }
-bool Connection::writable() const noexcept { return state_ && state_->writable; }
+bool Connection::readable() const noexcept {
+  return state_ && state_->readable;
+}
+bool Connection::writable() const noexcept {
+  return state_ && state_->writable;
+}
 
 int Connection::fileno() const {
   if (!state_) throw std::logic_error("mproc::Connection: the connection is closed");
@@ -227,7 +241,9 @@ int Connection::fileno() const {
 }
 
 std::uint8_t Connection::direction_bits() const {
-  if (!state_) throw std::logic_error("mproc::Connection: a closed connection cannot be passed to another process");
+  if (!state_)
+    throw std::logic_error(
+        "mproc::Connection: a closed connection cannot be passed to another process");
   return static_cast<std::uint8_t>((state_->readable ? 1 : 0) | (state_->writable ? 2 : 0));
 }
 
@@ -236,7 +252,8 @@ void Connection::adopt(int fd, std::uint8_t bits) {
   int type = 0;
   socklen_t len = sizeof type;
   if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET)
-    throw SerializationError("mproc::Connection: the descriptor that travelled is not a Pipe's socket");
+    throw SerializationError(
+        "mproc::Connection: the descriptor that travelled is not a Pipe's socket");
   auto state = std::make_unique<ConnectionState>();
   state->fd = std::move(owned);
   state->readable = (bits & 1) != 0;
@@ -271,8 +288,8 @@ void Connection::send_message(std::span<const std::byte> bytes, std::span<const 
     throw std::logic_error("mproc::Connection::send: this end of a one-way Pipe only receives");
   if (fds.size() > detail::kMaxFds)
     throw SerializationError("mproc::Connection::send: a message can carry at most " +
-                             std::to_string(detail::kMaxFds) + " shareable objects' descriptors, not " +
-                             std::to_string(fds.size()));
+                             std::to_string(detail::kMaxFds) +
+                             " shareable objects' descriptors, not " + std::to_string(fds.size()));
   ConnectionState& s = *state_;
   const detail::Deadline deadline = detail::deadline_after(timeout);
   const std::uint64_t id = detail::next_message_id();
@@ -282,7 +299,8 @@ void Connection::send_message(std::span<const std::byte> bytes, std::span<const 
   // Queues one record; false when the kernel refused it as too large (nothing was queued).
   const auto send_record = [&](std::uint64_t offset, std::size_t length) {
     ChunkHeader header{detail::kMagic, static_cast<std::uint32_t>(length), id, total, offset};
-    iovec iov[2] = {{&header, sizeof header}, {const_cast<std::byte*>(bytes.data()) + offset, length}};
+    iovec iov[2] = {{&header, sizeof header},
+                    {const_cast<std::byte*>(bytes.data()) + offset, length}};
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = length ? 2 : 1;
@@ -300,20 +318,23 @@ void Connection::send_message(std::span<const std::byte> bytes, std::span<const 
         throw TimeoutError("mproc::Connection::send: the receiver took no message within " +
                            detail::describe_timeout(*timeout));
       // MSG_NOSIGNAL: a closed peer is an EPIPE error here, never a SIGPIPE that kills.
-      if (::sendmsg(s.fd.get(), &msg, MSG_NOSIGNAL | (deadline ? MSG_DONTWAIT : 0)) >= 0) return true;
+      if (::sendmsg(s.fd.get(), &msg, MSG_NOSIGNAL | (deadline ? MSG_DONTWAIT : 0)) >= 0)
+        return true;
       if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
       if (errno == EMSGSIZE && length > detail::kMinChunk) return false;
       if (detail::is_peer_gone(errno))
-        throw std::system_error(EPIPE, std::generic_category(),
-                                "mproc::Connection::send: the connection was closed by the other end");
-      detail::throw_errno("mproc::Connection::send: cannot send a message of " + std::to_string(total) +
-                          " bytes");
+        throw std::system_error(
+            EPIPE, std::generic_category(),
+            "mproc::Connection::send: the connection was closed by the other end");
+      detail::throw_errno("mproc::Connection::send: cannot send a message of " +
+                          std::to_string(total) + " bytes");
     }
   };
 
   std::uint64_t offset = 0;
   do {
-    const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(s.chunk, total - offset));
+    const std::size_t length =
+        static_cast<std::size_t>(std::min<std::uint64_t>(s.chunk, total - offset));
     if (send_record(offset, length)) {
       offset += length;
     } else {
@@ -323,8 +344,8 @@ void Connection::send_message(std::span<const std::byte> bytes, std::span<const 
   } while (offset < total);
 }
 
-std::optional<detail::ReceivedMessage> Connection::take_record(bool dontwait,
-                                                               std::optional<std::size_t> max_length) {
+std::optional<detail::ReceivedMessage> Connection::take_record(
+    bool dontwait, std::optional<std::size_t> max_length) {
   ConnectionState& s = *state_;
   auto& partial = s.partial;
   if (!s.landing) s.landing.reset(new std::byte[detail::kMaxChunk]);
@@ -362,7 +383,8 @@ std::optional<detail::ReceivedMessage> Connection::take_record(bool dontwait,
     corrupt = "a record without the message header (something else wrote to the socket)";
   else if (record.size != sizeof header + header.length || header.length > detail::kMaxChunk ||
            header.total > detail::kMaxMessage || header.offset > header.total ||
-           header.length > header.total - header.offset || (header.length == 0 && header.total != 0))
+           header.length > header.total - header.offset ||
+           (header.length == 0 && header.total != 0))
     corrupt = "a record whose header is inconsistent";
   if (corrupt) {
     record.close_fds();
@@ -386,7 +408,8 @@ std::optional<detail::ReceivedMessage> Connection::take_record(bool dontwait,
     std::vector<std::byte> bytes(static_cast<std::size_t>(header.total));
     const std::size_t first = std::min<std::size_t>(in_place, header.length);
     if (first) std::memcpy(bytes.data(), partial.bytes.data() + partial.received, first);
-    if (header.length > first) std::memcpy(bytes.data() + first, s.landing.get(), header.length - first);
+    if (header.length > first)
+      std::memcpy(bytes.data() + first, s.landing.get(), header.length - first);
     s.drop_partial();
     partial.active = true;
     partial.id = header.id;
@@ -415,9 +438,12 @@ void Connection::throw_too_long(std::uint64_t length, std::size_t max_length) {
 }
 
 void Connection::check_readable(const char* method) const {
-  if (!state_) throw std::logic_error(std::string("mproc::Connection::") + method + ": the connection is closed");
+  if (!state_)
+    throw std::logic_error(std::string("mproc::Connection::") + method +
+                           ": the connection is closed");
   if (!state_->readable)
-    throw std::logic_error(std::string("mproc::Connection::") + method + ": this end of a one-way Pipe only sends");
+    throw std::logic_error(std::string("mproc::Connection::") + method +
+                           ": this end of a one-way Pipe only sends");
 }
 
 detail::ReceivedMessage Connection::recv_message(std::optional<std::chrono::nanoseconds> timeout,
@@ -427,7 +453,8 @@ detail::ReceivedMessage Connection::recv_message(std::optional<std::chrono::nano
   if (s.ready) {  // completed by poll()
     detail::ReceivedMessage message(std::move(*s.ready));
     s.ready.reset();
-    if (max_length && message.bytes.size() > *max_length) throw_too_long(message.bytes.size(), *max_length);
+    if (max_length && message.bytes.size() > *max_length)
+      throw_too_long(message.bytes.size(), *max_length);
     return message;
   }
   const detail::Deadline deadline = detail::deadline_after(timeout);
@@ -454,7 +481,8 @@ bool Connection::poll_for(std::chrono::nanoseconds timeout) {
     if (n < static_cast<ssize_t>(sizeof header) || header.magic != detail::kMagic)
       return true;  // EOF, an error or junk: recv reports it without blocking
     const auto& partial = s.partial;
-    if (header.offset == 0 || (partial.active && header.id == partial.id && header.offset == partial.received))
+    if (header.offset == 0 ||
+        (partial.active && header.id == partial.id && header.offset == partial.received))
       return true;
     // An orphan: take it the way recv would (it may have been replaced by a first chunk since
     // the peek, which is then kept as the message in progress, or even completed).

@@ -110,6 +110,9 @@ void Process::start() {
   switch (s.options.start_method) {
     case StartMethod::fork:
       s.child = detail::launch_fork(s.identity, *s.spec.fork_target);
+      // The child has its copy; this process lets go of the arguments (a Connection
+      // moved into the child must close here, or its peer never sees EOF).
+      s.spec.fork_target.reset();
       break;
     case StartMethod::spawn:
     case StartMethod::forkserver: {

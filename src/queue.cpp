@@ -239,11 +239,16 @@ class QueueCore {
     if (deadline == Clock::time_point::max()) {
       rc = ::pthread_mutex_lock(&h.mutex);
     } else {
-      const auto since_epoch = deadline.time_since_epoch();
+      // pthread_mutex_timedlock counts on CLOCK_REALTIME (sanitizers do not know
+      // pthread_mutex_clocklock): translate what is left of the steady deadline. A clock
+      // step during the wait can only stretch or shorten this wait for a lock that is held
+      // for one copy at a time; the operation's own deadline stays on the steady clock.
+      const auto left = std::max(deadline - Clock::now(), Clock::duration::zero());
+      const auto at_ns = std::chrono::system_clock::now().time_since_epoch() + left;
       timespec at{};
-      at.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count());
-      at.tv_nsec = static_cast<long>((since_epoch - std::chrono::seconds(at.tv_sec)).count());
-      rc = ::pthread_mutex_clocklock(&h.mutex, CLOCK_MONOTONIC, &at);
+      at.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(at_ns).count());
+      at.tv_nsec = static_cast<long>((at_ns - std::chrono::seconds(at.tv_sec)).count());
+      rc = ::pthread_mutex_timedlock(&h.mutex, &at);
     }
     if (rc == 0) return true;
     if (rc == ETIMEDOUT) return false;

@@ -38,6 +38,10 @@
 #include <new>
 #include <unordered_map>
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #include "shm_segment.hpp"
 #include "syscall.hpp"
 
@@ -105,11 +109,11 @@ void unlink_registered(int table_fd) noexcept {
 /// The tracker's whole life. `command_fd` and `table_fd` are its only descriptors worth keeping.
 /// Runs with every signal blocked (since before the fork).
 [[noreturn]] void tracker_main(pid_t creator, int command_fd, int table_fd) noexcept {
-
   // Keep descriptors 3 and 4; drop everything else this fork inherited: a copy of a pipe's
   // write end held here would keep some reader of the creator from ever seeing EOF.
-  const int command = ::fcntl(command_fd, F_DUPFD, 64);
-  const int table = ::fcntl(table_fd, F_DUPFD, 64);
+  // (Copies numbered 5 or above first, so that neither dup2 overwrites the other source.)
+  const int command = ::fcntl(command_fd, F_DUPFD, 5);
+  const int table = ::fcntl(table_fd, F_DUPFD, 5);
   if (command < 0 || table < 0) ::_exit(1);
   ::dup2(command, 3);
   ::dup2(table, 4);
@@ -206,9 +210,11 @@ void stop_tracker(Tracker& t) noexcept {
   t.command.reset();
 }
 
-/// Starts the tracker (with the mutex held) unless it runs.
+/// Starts the tracker (with the mutex held) unless it runs. One that has died (killed by
+/// someone) is reaped and replaced, so that new segments are watched again.
 void start_tracker(Tracker& t) {
-  if (t.pid != 0) return;
+  if (t.pid != 0 && !detail::poll_one(t.pidfd.get(), POLLIN, 0)) return;
+  if (t.pid != 0) stop_tracker(t);
   if (!t.table.data())
     t.table = ShmSegment::create(initial_entries * sizeof(RegistryEntry), "mproc-shm-registry");
   auto [ours, theirs] = detail::make_socketpair();
@@ -490,18 +496,37 @@ bool ValueLock::try_lock() {
                        header_->owner_died, header_->owner_tid);
 }
 
+namespace {
+timespec to_timespec(std::chrono::nanoseconds since_epoch) noexcept {
+  if (since_epoch.count() < 0) since_epoch = std::chrono::nanoseconds(0);
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(seconds.count());
+  ts.tv_nsec = static_cast<long>((since_epoch - seconds).count());
+  return ts;
+}
+}  // namespace
+
 bool ValueLock::lock_until(std::chrono::steady_clock::time_point deadline) {
-  // steady_clock is CLOCK_MONOTONIC (libstdc++), so the deadline converts directly.
-  const auto since_epoch = deadline.time_since_epoch();
-  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-  if (seconds.count() < 0) seconds = std::chrono::seconds(0);
-  timespec abstime{};
-  abstime.tv_sec = static_cast<time_t>(seconds.count());
-  abstime.tv_nsec = static_cast<long>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - seconds).count());
-  if (abstime.tv_nsec < 0 || abstime.tv_nsec >= 1'000'000'000) abstime.tv_nsec = 0;
-  return after_acquire(::pthread_mutex_clocklock(&header_->mutex, CLOCK_MONOTONIC, &abstime),
-                       header_->mutex, header_->depth, header_->owner_died, header_->owner_tid);
+  if (try_lock()) return true;
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer does not intercept pthread_mutex_clocklock (GCC 12) and would then report
+  // every unlock after it; its builds wait on CLOCK_REALTIME instead, which it does intercept
+  // (but for the EOWNERDEAD outcome, which it is told about by hand).
+  const auto left = deadline - std::chrono::steady_clock::now();
+  const timespec abstime = to_timespec(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          (std::chrono::system_clock::now() + left).time_since_epoch()));
+  const int rc = ::pthread_mutex_timedlock(&header_->mutex, &abstime);
+  if (rc == EOWNERDEAD) __tsan_mutex_post_lock(&header_->mutex, __tsan_mutex_try_lock, 0);
+#else
+  // steady_clock is CLOCK_MONOTONIC (libstdc++), so the deadline converts directly and a
+  // change of the wall clock does not move it.
+  const timespec abstime = to_timespec(deadline.time_since_epoch());
+  const int rc = ::pthread_mutex_clocklock(&header_->mutex, CLOCK_MONOTONIC, &abstime);
+#endif
+  return after_acquire(rc, header_->mutex, header_->depth, header_->owner_died,
+                       header_->owner_tid);
 }
 
 void ValueLock::unlock() {

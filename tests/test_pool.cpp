@@ -385,3 +385,48 @@ TEST_P(pool_test, descriptors_of_shareable_task_arguments_travel_with_them) {
   EXPECT_NE(text.find("task 2;"), std::string::npos) << text;
   EXPECT_NE(text.find("task 3;"), std::string::npos) << text;
 }
+
+#include "mproc/shared_memory.hpp"
+#include "mproc/sync.hpp"
+
+namespace {
+int add_under_lock(mproc::Lock lock, mproc::Value<int> counter, int n) {
+  for (int i = 0; i < n; ++i) {
+    std::scoped_lock hold(lock);
+    counter.set(counter.get() + 1);
+  }
+  return n;
+}
+}  // namespace
+
+TEST_P(pool_test, a_lock_and_shared_value_passed_as_task_arguments_are_shared) {
+  mproc::Lock lock;
+  mproc::Value<int> counter(0);
+  Pool pool(options());
+  std::vector<mproc::Future<int>> futures;
+  for (int i = 0; i < 8; ++i) futures.push_back(pool.apply_async(add_under_lock, lock, counter, 250));
+  for (auto& f : futures) EXPECT_EQ(f.get(), 250);
+  EXPECT_EQ(counter.get(), 2000);
+}
+
+#include "mproc/queue.hpp"
+
+namespace {
+int produce_into(mproc::Queue<std::string> queue, int n) {
+  for (int i = 0; i < n; ++i) queue.put("item " + std::to_string(i));
+  return n;
+}
+}  // namespace
+
+TEST_P(pool_test, a_queue_passed_as_a_task_argument_carries_items_back) {
+  mproc::Queue<std::string> queue;
+  Pool pool(options());
+  auto a = pool.apply_async(produce_into, queue, 50);
+  auto b = pool.apply_async(produce_into, queue, 50);
+  EXPECT_EQ(a.get() + b.get(), 100);
+  std::multiset<std::string> items;
+  for (int i = 0; i < 100; ++i) items.insert(queue.get(60s));
+  EXPECT_EQ(items.count("item 0"), 2u);
+  EXPECT_EQ(items.count("item 49"), 2u);
+  EXPECT_TRUE(queue.empty());
+}

@@ -279,11 +279,11 @@ TEST_F(shared_memory_test, creator_destroying_its_last_handle_unlinks_the_name) 
     memory = SharedMemory();
     EXPECT_TRUE(shm_exists(name));  // a copy is still alive
     // While a named segment exists, exactly one helper (the tracker) runs.
-    EXPECT_EQ(mproc_test::children_of(::getpid()).size(), 1u);
+    EXPECT_EQ(mproc_test::descendants().size(), 1u);
   }
   EXPECT_FALSE(shm_exists(name));
-  // The tracker stopped with the last segment and was reaped (the fixture checks zombies too).
-  EXPECT_TRUE(mproc_test::children_of(::getpid()).empty());
+  // The tracker stopped with the last segment and was reaped (no zombie either).
+  EXPECT_TRUE(mproc_test::descendants().empty());
 }
 
 TEST_F(shared_memory_test, a_forked_child_dropping_its_copy_does_not_unlink) {
@@ -328,6 +328,35 @@ TEST_F(shared_memory_test, creator_killed_by_sigkill_still_has_its_segment_unlin
   pollfd p{tracker_fd, POLLIN, 0};
   EXPECT_EQ(::poll(&p, 1, 60'000), 1) << "the tracker is still running";
   ::close(tracker_fd);
+}
+
+TEST_F(shared_memory_test, a_killed_tracker_is_replaced_and_the_new_one_cleans_up_everything) {
+  const std::string first = unique_name("first"), second = unique_name("second");
+  Signal created, go_on;
+  Process child([&] {
+    auto a = SharedMemory::create(100, first);
+    created.notify();
+    if (!go_on.wait()) std::exit(2);
+    auto b = SharedMemory::create(100, second);  // finds its tracker dead: starts another
+    created.notify();
+    sleep_forever();
+  });
+  child.start();
+  ASSERT_TRUE(created.wait());
+  auto trackers = mproc_test::children_of(child.pid());
+  ASSERT_EQ(trackers.size(), 1u);
+  const int tracker_fd = static_cast<int>(::syscall(SYS_pidfd_open, trackers[0], 0));
+  ASSERT_GE(tracker_fd, 0);
+  ::kill(trackers[0], SIGKILL);
+  pollfd p{tracker_fd, POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 60'000), 1);
+  ::close(tracker_fd);
+  go_on.notify();
+  ASSERT_TRUE(created.wait());
+  child.kill();
+  child.join();
+  EXPECT_TRUE(eventually([&] { return !shm_exists(first) && !shm_exists(second); }))
+      << first << " or " << second << " was not unlinked";
 }
 
 // --- Serialization ----------------------------------------------------------------------------

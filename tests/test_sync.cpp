@@ -115,14 +115,14 @@ static_assert(mproc::Serializable<Lock> && mproc::Serializable<RLock> &&
 TEST_F(sync_test, lock_excludes_other_processes_and_try_lock_for_times_out) {
   Lock lock;
   lock.lock();
-  auto code = run_child([lock]() mutable {
+  auto code = run_child([lock]() {
     require(!lock.try_lock(), 2);
     require(!lock.try_lock_for(20ms), 3);
     require(!lock.try_lock_until(std::chrono::system_clock::now() + 10ms), 4);
   });
   EXPECT_EQ(code, 0);
   lock.unlock();
-  code = run_child([lock]() mutable {
+  code = run_child([lock]() {
     require(lock.try_lock_for(hang_guard), 2);
     require(!lock.owner_died(), 3);
     lock.unlock();
@@ -136,7 +136,7 @@ TEST_F(sync_test, lock_keeps_a_shared_counter_consistent_across_processes) {
   SharedScratch<long> counter;
   std::vector<Process> children;
   for (int i = 0; i < processes; ++i)
-    children.emplace_back([lock, p = counter.get()]() mutable {
+    children.emplace_back([lock, p = counter.get()]() {
       for (int r = 0; r < rounds; ++r) {
         std::scoped_lock hold(lock);
         const long seen = *static_cast<volatile long*>(p);  // a torn read-modify-write if unguarded
@@ -153,7 +153,7 @@ TEST_F(sync_test, lock_keeps_a_shared_counter_consistent_across_processes) {
 
 TEST_F(sync_test, holder_killed_while_holding_hands_the_lock_on_with_owner_died) {
   Lock lock;
-  auto code = run_child([lock]() mutable {
+  auto code = run_child([lock]() {
     lock.lock();
     ::raise(SIGKILL);
   });
@@ -169,14 +169,14 @@ TEST_F(sync_test, holder_killed_while_holding_hands_the_lock_on_with_owner_died)
 TEST_F(sync_test, a_waiter_blocked_on_a_killed_holder_gets_the_lock) {
   Lock lock;
   Event locked;
-  Process holder([lock, locked]() mutable {
+  Process holder([lock, locked]() {
     lock.lock();
     locked.set();
     for (;;) ::pause();
   });
   holder.start();
   ASSERT_TRUE(locked.wait_for(hang_guard));
-  Process waiter([lock]() mutable {
+  Process waiter([lock]() {
     require(lock.try_lock_for(hang_guard), 2);
     require(lock.owner_died(), 3);
     lock.unlock();
@@ -206,7 +206,7 @@ TEST_F(sync_test, scoped_lock_takes_two_locks_in_any_order_without_deadlock) {
   constexpr int rounds = 1000;
   Lock a, b;
   SharedScratch<long> counter;
-  Process child([a, b, p = counter.get()]() mutable {
+  Process child([a, b, p = counter.get()]() {
     for (int r = 0; r < rounds; ++r) {
       std::scoped_lock hold(a, b);
       *static_cast<volatile long*>(p) = *static_cast<volatile long*>(p) + 1;
@@ -229,7 +229,7 @@ TEST_F(sync_test, lock_excludes_threads_of_one_process) {
   long counter = 0;
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t)
-    threads.emplace_back([&, copy = lock]() mutable {
+    threads.emplace_back([&, copy = lock]() {
       for (int r = 0; r < 2000; ++r) {
         std::scoped_lock hold(copy);
         ++counter;
@@ -248,7 +248,7 @@ TEST_F(sync_test, rlock_is_recursive_for_its_holder_and_exclusive_for_others) {
   lock.lock();
   EXPECT_TRUE(lock.try_lock());
   EXPECT_TRUE(lock.try_lock_for(10ms));
-  const auto others_cannot = [lock]() mutable {
+  const auto others_cannot = [lock]() {
     require(!lock.try_lock(), 2);
     require(!lock.try_lock_for(10ms), 3);
   };
@@ -262,7 +262,7 @@ TEST_F(sync_test, rlock_is_recursive_for_its_holder_and_exclusive_for_others) {
   EXPECT_EQ(run_child(others_cannot), 0);
   lock.unlock();
   EXPECT_THROW(lock.unlock(), std::logic_error);
-  EXPECT_EQ(run_child([lock]() mutable {
+  EXPECT_EQ(run_child([lock]() {
               require(lock.try_lock(), 2);
               lock.unlock();
             }),
@@ -271,7 +271,7 @@ TEST_F(sync_test, rlock_is_recursive_for_its_holder_and_exclusive_for_others) {
 
 TEST_F(sync_test, rlock_holder_killed_at_depth_two_hands_it_on_at_depth_one) {
   RLock lock;
-  EXPECT_EQ(run_child([lock]() mutable {
+  EXPECT_EQ(run_child([lock]() {
               lock.lock();
               lock.lock();
               ::raise(SIGKILL);
@@ -283,7 +283,7 @@ TEST_F(sync_test, rlock_holder_killed_at_depth_two_hands_it_on_at_depth_one) {
   EXPECT_TRUE(lock.owner_died());
   lock.unlock();
   lock.unlock();  // free again: one level for the takeover, one for the nested lock
-  EXPECT_EQ(run_child([lock]() mutable {
+  EXPECT_EQ(run_child([lock]() {
               require(lock.try_lock(), 2);
               require(!lock.owner_died(), 3);
               lock.unlock();
@@ -302,7 +302,7 @@ TEST_F(sync_test, semaphore_limits_how_many_processes_are_inside_at_once) {
   SharedScratch<Inside> inside;
   std::vector<Process> children;
   for (int i = 0; i < 4; ++i)
-    children.emplace_back([slots, p = inside.get()]() mutable {
+    children.emplace_back([slots, p = inside.get()]() {
       for (int r = 0; r < 300; ++r) {
         require(slots.try_acquire_for(hang_guard), 2);
         const int n = ++p->now;
@@ -330,7 +330,7 @@ TEST_F(sync_test, semaphore_release_n_wakes_n_waiting_processes) {
   EXPECT_FALSE(gate.acquire(1ms));
   std::vector<Process> children;
   for (int i = 0; i < 3; ++i)
-    children.emplace_back([gate]() mutable { require(gate.try_acquire_for(hang_guard), 2); });
+    children.emplace_back([gate]() { require(gate.try_acquire_for(hang_guard), 2); });
   for (auto& c : children) c.start();
   gate.release(3);
   for (auto& c : children) {
@@ -352,7 +352,7 @@ TEST_F(sync_test, bounded_semaphore_refuses_release_beyond_its_initial_value) {
   EXPECT_EQ(bounded.get_value(), 2);
   Semaphore sliced = bounded;  // the bound lives in shared memory
   EXPECT_THROW(sliced.release(), std::logic_error);
-  EXPECT_EQ(run_child([bounded]() mutable {
+  EXPECT_EQ(run_child([bounded]() {
               bounded.acquire();
               bounded.release();
               try {
@@ -376,7 +376,7 @@ TEST_F(sync_test, event_wakes_waiting_processes_and_wait_for_times_out) {
   EXPECT_FALSE(event.wait_until(std::chrono::steady_clock::now() + 1ms));
   std::vector<Process> children;
   for (int i = 0; i < 3; ++i)
-    children.emplace_back([event]() mutable {
+    children.emplace_back([event]() {
       require(event.wait_for(hang_guard), 2);
       require(event.is_set(), 3);
     });
@@ -403,7 +403,7 @@ TEST_F(sync_test, condition_passes_items_between_producer_and_consumer_processes
   constexpr int items = 200;
   Condition cond;
   SharedScratch<Slot> slot;
-  Process consumer([cond, p = slot.get()]() mutable {
+  Process consumer([cond, p = slot.get()]() {
     for (int expected = 1; expected <= items; ++expected) {
       std::unique_lock hold(cond);
       require(cond.wait_for(hang_guard, [&] { return p->full; }), 2);
@@ -431,7 +431,7 @@ TEST_F(sync_test, condition_notify_all_wakes_every_waiting_process) {
   SharedScratch<std::atomic<int>> go;
   std::vector<Process> children;
   for (int i = 0; i < 3; ++i)
-    children.emplace_back([cond, p = go.get()]() mutable {
+    children.emplace_back([cond, p = go.get()]() {
       std::unique_lock hold(cond);
       require(cond.wait_for(hang_guard, [&] { return p->load() == 1; }), 2);
       require(!cond.owner_died(), 3);
@@ -459,7 +459,7 @@ TEST_F(sync_test, condition_wait_times_out_holding_the_lock_and_requires_it) {
   EXPECT_FALSE(cond.wait_until(std::chrono::system_clock::now() + 1ms, [] { return false; }));
   EXPECT_TRUE(cond.wait_for(1ms, [] { return true; }));
   EXPECT_FALSE(lock.try_lock());  // held again after the timeouts, through the shared Lock
-  EXPECT_EQ(run_child([lock]() mutable { require(!lock.try_lock(), 2); }), 0);
+  EXPECT_EQ(run_child([lock]() { require(!lock.try_lock(), 2); }), 0);
   hold.unlock();
   EXPECT_TRUE(cond.get_lock().try_lock());
   lock.unlock();
@@ -468,7 +468,7 @@ TEST_F(sync_test, condition_wait_times_out_holding_the_lock_and_requires_it) {
 TEST_F(sync_test, condition_waiter_takes_over_the_lock_of_a_killed_holder) {
   Condition cond;
   Event holding;
-  Process holder([cond, holding]() mutable {
+  Process holder([cond, holding]() {
     cond.lock();
     holding.set();
     for (;;) ::pause();
@@ -495,7 +495,7 @@ TEST_F(sync_test, barrier_synchronizes_rounds_and_numbers_arrivals) {
   SharedScratch<Seen> seen;
   std::vector<Process> children;
   for (int me = 1; me < parties; ++me)
-    children.emplace_back([barrier, me, p = seen.get()]() mutable {
+    children.emplace_back([barrier, me, p = seen.get()]() {
       for (int r = 0; r < rounds; ++r) {
         p->round_of[me] = r;
         const std::size_t index = barrier.arrive_and_wait_for(hang_guard);
@@ -527,7 +527,7 @@ TEST_F(sync_test, barrier_timeout_breaks_it_until_reset) {
   EXPECT_THROW(barrier.arrive_and_wait_for(hang_guard), mproc::BrokenBarrier);
   barrier.reset();
   EXPECT_FALSE(barrier.broken());
-  Process child([barrier]() mutable { barrier.arrive_and_wait_for(hang_guard); });
+  Process child([barrier]() { barrier.arrive_and_wait_for(hang_guard); });
   child.start();
   EXPECT_NO_THROW(barrier.arrive_and_wait_for(hang_guard));
   child.join();
@@ -536,7 +536,7 @@ TEST_F(sync_test, barrier_timeout_breaks_it_until_reset) {
 
 TEST_F(sync_test, barrier_abort_breaks_it_for_waiting_processes) {
   Barrier barrier(3);
-  Process child([barrier]() mutable {
+  Process child([barrier]() {
     try {
       barrier.arrive_and_wait_for(hang_guard);
     } catch (const mproc::BrokenBarrier&) {
@@ -555,7 +555,7 @@ TEST_F(sync_test, barrier_abort_breaks_it_for_waiting_processes) {
 
 TEST_F(sync_test, barrier_party_killed_while_waiting_breaks_it_for_the_others) {
   Barrier barrier(3);
-  const auto expect_broken = [barrier]() mutable {
+  const auto expect_broken = [barrier]() {
     try {
       barrier.arrive_and_wait_for(hang_guard);
     } catch (const mproc::BrokenBarrier&) {
@@ -585,7 +585,7 @@ TEST_F(sync_test, barrier_party_killed_while_waiting_breaks_it_for_the_others) {
 
 TEST_F(sync_test, barrier_party_killed_between_rounds_breaks_the_next_round) {
   Barrier barrier(3);
-  Process survivor([barrier]() mutable {
+  Process survivor([barrier]() {
     barrier.arrive_and_wait_for(hang_guard);
     try {
       barrier.arrive_and_wait_for(hang_guard);
@@ -594,7 +594,7 @@ TEST_F(sync_test, barrier_party_killed_between_rounds_breaks_the_next_round) {
     }
     ::_exit(2);
   });
-  Process victim([barrier]() mutable {
+  Process victim([barrier]() {
     barrier.arrive_and_wait_for(hang_guard);
     ::raise(SIGKILL);
   });
@@ -608,8 +608,8 @@ TEST_F(sync_test, barrier_party_killed_between_rounds_breaks_the_next_round) {
   EXPECT_EQ(survivor.exitcode(), 0);
   EXPECT_EQ(victim.exitcode(), -SIGKILL);
   barrier.reset();  // forgets the dead: the barrier works again
-  Process next([barrier]() mutable { barrier.arrive_and_wait_for(hang_guard); });
-  Process other([barrier]() mutable { barrier.arrive_and_wait_for(hang_guard); });
+  Process next([barrier]() { barrier.arrive_and_wait_for(hang_guard); });
+  Process other([barrier]() { barrier.arrive_and_wait_for(hang_guard); });
   next.start();
   other.start();
   EXPECT_NO_THROW(barrier.arrive_and_wait_for(hang_guard));
@@ -621,12 +621,12 @@ TEST_F(sync_test, barrier_party_killed_between_rounds_breaks_the_next_round) {
 
 TEST_F(sync_test, barrier_party_that_finished_normally_may_be_replaced) {
   Barrier barrier(2);
-  Process first([barrier]() mutable { barrier.arrive_and_wait_for(hang_guard); });
+  Process first([barrier]() { barrier.arrive_and_wait_for(hang_guard); });
   first.start();
   barrier.arrive_and_wait_for(hang_guard);
   pollfd ended{first.sentinel(), POLLIN, 0};  // ended with status 0, still a zombie
   ASSERT_EQ(::poll(&ended, 1, 60'000), 1);
-  Process second([barrier]() mutable { barrier.arrive_and_wait_for(hang_guard); });
+  Process second([barrier]() { barrier.arrive_and_wait_for(hang_guard); });
   second.start();
   EXPECT_NO_THROW(barrier.arrive_and_wait_for(hang_guard));
   first.join();
@@ -662,7 +662,7 @@ TEST_F(sync_test, handles_survive_serialization_and_work_in_a_forked_child) {
   lock.lock();
   rlock.lock();
   cond.lock();
-  Process child([copies]() mutable {
+  Process child([copies]() {
     auto& [lock2, rlock2, semaphore2, bounded2, event2, cond2, barrier2] = copies;
     require(!lock2.try_lock(), 2);
     require(!rlock2.try_lock(), 3);

@@ -11,6 +11,7 @@
 //       ├── PoolTerminated         the pool was terminated while the task was pending
 //       ├── PoolBroken             the pool cannot run work (e.g. initializer crash loop)
 //       ├── SerializationError     a value could not be encoded or bytes could not be decoded
+//       ├── EOFError               the other end of a Connection closed
 //       ├── Empty / Full           a queue had nothing to get / no room to put
 //       ├── BrokenBarrier          a Barrier broke (a party died, timed out or called abort)
 //       └── CancelledError         the result of a cancelled task was asked for
@@ -125,6 +126,12 @@ class PoolBroken : public Error {
 
 /// A value could not be serialized, or received bytes are corrupt or truncated.
 class SerializationError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The other end of a Connection closed (Python's EOFError from Connection.recv).
+class EOFError : public Error {
  public:
   using Error::Error;
 };

@@ -149,7 +149,7 @@ class Array;
 /// and owner_died() is true until that owner unlocks: the guarded data may be half-updated.
 ///
 /// Thread-safety: as a mutex. Obtained by reference from get_lock(); it lives as long as
-/// any copy of its Value or Array in this process.
+/// any copy of its Value or Array in this process: keep one while the lock is held.
 class ValueLock {
  public:
   ValueLock(const ValueLock&) = delete;
@@ -181,9 +181,6 @@ class ValueLock {
   /// holding it. Meaningful only to the thread holding the lock.
   bool owner_died() const noexcept;
 
-  /// The shared memory the lock and the data live in.
-  const SharedMemory& memory() const noexcept { return memory_; }
-
  private:
   template <class T>
     requires detail::shareable_element<T>
@@ -199,8 +196,8 @@ class ValueLock {
   /// mutex; `count` is recorded in its header (an Array's length).
   static std::shared_ptr<ValueLock> create(std::size_t alignment, std::size_t payload_bytes,
                                            std::uint64_t count);
-  /// Wraps a segment received from another process, checking that it holds a payload of
-  /// `payload_bytes` (per element: `count` elements of `element_bytes`).
+  /// Wraps a segment received from another process, checking that it was made for `count`
+  /// elements of `element_bytes` and is large enough for them (SerializationError if not).
   static std::shared_ptr<ValueLock> adopt(SharedMemory memory, std::size_t alignment,
                                           std::size_t element_bytes, std::uint64_t count);
   static std::size_t payload_offset(std::size_t alignment) noexcept;
@@ -208,6 +205,8 @@ class ValueLock {
     return memory_.data() + payload_offset(alignment);
   }
   bool lock_until(std::chrono::steady_clock::time_point deadline);
+  /// The shared memory the lock and the data live in.
+  const SharedMemory& memory() const noexcept { return memory_; }
 
   SharedMemory memory_;
   Header* header_;

@@ -14,6 +14,9 @@
 //   Condition   a futex sequence number beside a Lock
 //   Barrier     a robust mutex, a futex and the pids of its parties: a party's death breaks it
 //
+// Operations are const: a handle is like a pointer to the primitive, so a lambda that captures
+// one by copy needs no `mutable`.
+//
 // Every blocking call has a form with a timeout (a std::chrono duration, or a time point of any
 // clock, converted to steady_clock once when the call starts). See docs/ipc-sync.md.
 #pragma once
@@ -105,9 +108,11 @@ class Lock {
   Lock();
 
   /// Blocks until this thread holds the lock.
-  /// Throws std::logic_error when this thread already holds it (it would deadlock).
+  /// Throws std::logic_error when this thread already holds it (it would deadlock); so does
+  /// try_lock_for(). std::system_error if the mutex is unusable.
   void lock() const;
-  /// Takes the lock if it is free; never blocks. Returns whether this thread now holds it.
+  /// Takes the lock if it is free; never blocks. Returns whether this thread now holds it
+  /// (false also when this thread holds it already).
   bool try_lock() const;
   /// Like lock(), giving up after `timeout`; returns whether this thread now holds it.
   template <class Rep, class Period>

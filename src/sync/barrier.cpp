@@ -70,7 +70,8 @@ std::optional<StatFields> read_stat(pid_t pid) {
   char text[1024];
   std::size_t size = 0;
   for (;;) {
-    const ssize_t n = detail::retry_eintr([&] { return ::read(fd, text + size, sizeof text - 1 - size); });
+    const ssize_t n =
+        detail::retry_eintr([&] { return ::read(fd, text + size, sizeof text - 1 - size); });
     if (n <= 0) break;
     size += static_cast<std::size_t>(n);
     if (size == sizeof text - 1) break;
@@ -191,7 +192,8 @@ class Held {
     for (std::uint32_t i = 0; i < s_.parties; ++i)
       if (s_.inside()[i].pid.load(std::memory_order_acquire) != 0) ++count;
     s_.count = count;
-    if ((s_.phase == phase_draining || s_.phase == phase_resetting) && count == 0) s_.phase = phase_filling;
+    if ((s_.phase == phase_draining || s_.phase == phase_resetting) && count == 0)
+      s_.phase = phase_filling;
     if (s_.phase > phase_broken) s_.phase = phase_broken;
     changed();
   }
@@ -219,10 +221,14 @@ void break_barrier(Held& held, BreakReason reason, pid_t pid = 0, int status = -
 std::string broken_message(const BarrierState& s) {
   std::string text = "mproc::Barrier is broken";
   switch (s.break_reason) {
-    case aborted: return text + ": abort() was called";
-    case timed_out: return text + ": a wait timed out";
-    case party_died: return text + ": a party died (" + describe_end(s.break_pid, s.break_status) + ")";
-    default: return text;
+    case aborted:
+      return text + ": abort() was called";
+    case timed_out:
+      return text + ": a wait timed out";
+    case party_died:
+      return text + ": a party died (" + describe_end(s.break_pid, s.break_status) + ")";
+    default:
+      return text;
   }
 }
 
@@ -332,14 +338,15 @@ Barrier::Barrier(std::size_t parties) {
     throw std::invalid_argument("mproc::Barrier: parties must be between 1 and " +
                                 std::to_string(detail::max_barrier_parties) + " (got " +
                                 std::to_string(parties) + ")");
-  segment_ = detail::create_sync(
-      detail::SyncKind::barrier, BarrierState::bytes_for(parties), "mproc-barrier",
-      [parties](std::byte* data) {
-        auto* state = new (data) BarrierState{};
-        detail::init_robust_mutex(state->mutex, PTHREAD_MUTEX_ERRORCHECK);
-        state->parties = static_cast<std::uint32_t>(parties);
-        for (std::size_t i = 0; i < 2 * parties; ++i) new (state->inside() + i) PartyStamp{};
-      });
+  segment_ =
+      detail::create_sync(detail::SyncKind::barrier, BarrierState::bytes_for(parties),
+                          "mproc-barrier", [parties](std::byte* data) {
+                            auto* state = new (data) BarrierState{};
+                            detail::init_robust_mutex(state->mutex, PTHREAD_MUTEX_ERRORCHECK);
+                            state->parties = static_cast<std::uint32_t>(parties);
+                            for (std::size_t i = 0; i < 2 * parties; ++i)
+                              new (state->inside() + i) PartyStamp{};
+                          });
 }
 
 detail::SyncSegment& Barrier::segment() const {
@@ -347,9 +354,11 @@ detail::SyncSegment& Barrier::segment() const {
   return *segment_;
 }
 
-std::size_t Barrier::arrive_and_wait() { return arrive_and_wait_until_steady(detail::no_deadline); }
+std::size_t Barrier::arrive_and_wait() const {
+  return arrive_and_wait_until_steady(detail::no_deadline);
+}
 
-std::size_t Barrier::arrive_and_wait_until_steady(detail::steady_time deadline) {
+std::size_t Barrier::arrive_and_wait_until_steady(detail::steady_time deadline) const {
   auto& s = segment().state<BarrierState>();
   const pid_t self = ::getpid();
   const std::uint64_t start_time = self_start_time();
@@ -386,21 +395,21 @@ std::size_t Barrier::arrive_and_wait_until_steady(detail::steady_time deadline) 
     }
   }
   const bool passed = s.phase == phase_draining;
-  const std::string failure =
-      passed ? std::string()
-             : s.phase == phase_resetting ? std::string("mproc::Barrier was reset while waiting")
-                                    : broken_message(s);
+  const std::string failure = passed ? std::string()
+                              : s.phase == phase_resetting
+                                  ? std::string("mproc::Barrier was reset while waiting")
+                                  : broken_message(s);
   leave(held, entry);
   if (!passed) throw BrokenBarrier(failure);
   return index;
 }
 
-void Barrier::abort() {
+void Barrier::abort() const {
   Held held(segment().state<BarrierState>());
   break_barrier(held, aborted);
 }
 
-void Barrier::reset() {
+void Barrier::reset() const {
   auto& s = segment().state<BarrierState>();
   Held held(s);
   if (s.count > 0) {
@@ -421,7 +430,9 @@ bool Barrier::broken() const {
   return s.phase == phase_broken;
 }
 
-std::size_t Barrier::parties() const { return segment().state<BarrierState>().parties; }
+std::size_t Barrier::parties() const {
+  return segment().state<BarrierState>().parties;
+}
 
 std::size_t Barrier::n_waiting() const {
   auto& s = segment().state<BarrierState>();

@@ -30,9 +30,11 @@ Condition::Condition() : segment_(create_condition()) {}
 
 Condition::Condition(Lock lock) : lock_(std::move(lock)), segment_(create_condition()) {}
 
-void Condition::wait() { wait_until_steady(detail::no_deadline); }
+void Condition::wait() const {
+  wait_until_steady(detail::no_deadline);
+}
 
-bool Condition::wait_until_steady(detail::steady_time deadline) {
+bool Condition::wait_until_steady(detail::steady_time deadline) const {
   auto& state = condition_state(segment_);
   // Read the sequence while holding the lock: a notify() that follows any change the caller
   // made or saw under the lock moves the sequence past this value, so it cannot be missed
@@ -66,7 +68,7 @@ bool Condition::wait_until_steady(detail::steady_time deadline) {
   return notified;
 }
 
-void Condition::notify(int n) {
+void Condition::notify(int n) const {
   auto& state = condition_state(segment_);
   if (n < 0)
     throw std::invalid_argument("mproc::Condition::notify: n must not be negative (got " +
@@ -76,7 +78,7 @@ void Condition::notify(int n) {
   if (state.waiters.load() > 0) detail::futex_wake(state.sequence, n);
 }
 
-void Condition::notify_all() {
+void Condition::notify_all() const {
   auto& state = condition_state(segment_);
   state.sequence.fetch_add(1);
   if (state.waiters.load() > 0) detail::futex_wake(state.sequence);

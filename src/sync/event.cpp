@@ -22,7 +22,7 @@ Event::Event()
                                    "mproc-event",
                                    [](std::byte* data) { new (data) detail::EventState{}; })) {}
 
-void Event::set() {
+void Event::set() const {
   auto& state = event_state(segment_);
   std::uint32_t word = state.word.load();
   do {
@@ -31,15 +31,19 @@ void Event::set() {
   if (state.waiters.load() > 0) detail::futex_wake(state.word);
 }
 
-void Event::clear() { event_state(segment_).word.fetch_and(~flag_bit); }
+void Event::clear() const {
+  event_state(segment_).word.fetch_and(~flag_bit);
+}
 
 bool Event::is_set() const noexcept {
   return segment_ && (segment_->state<detail::EventState>().word.load() & flag_bit);
 }
 
-void Event::wait() { wait_until_steady(detail::no_deadline); }
+void Event::wait() const {
+  wait_until_steady(detail::no_deadline);
+}
 
-bool Event::wait_until_steady(detail::steady_time deadline) {
+bool Event::wait_until_steady(detail::steady_time deadline) const {
   auto& state = event_state(segment_);
   // The word changes only when the event is set (clear() of a clear event changes nothing),
   // so once it differs from what we saw clear, a set() happened during the wait — even if a

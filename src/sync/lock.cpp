@@ -1,6 +1,7 @@
 // src/sync/lock.cpp — Lock and RLock: robust process-shared pthread mutexes in their own
 // segments. A holder that dies hands the mutex on; the next holder learns it from owner_died().
-#include <unistd.h>
+#include <stdexcept>
+#include <string>
 
 #include "mproc/sync.hpp"
 #include "sync/sync_segment.hpp"
@@ -8,6 +9,11 @@
 namespace mproc {
 
 namespace {
+
+// Beside the pthread mutex, LockState keeps `owner_tid` (and, for an RLock, `depth`, which
+// the pthread mutex counts too): written only by the holder, they let unlock() refuse a
+// thread that does not hold the lock before touching anything, and let an RLock tell its
+// outermost acquisition — the one owner_died() describes — from nested ones.
 
 std::shared_ptr<detail::SyncSegment> create_lock(detail::SyncKind kind, int type) {
   return detail::create_sync(kind, sizeof(detail::LockState),
@@ -24,6 +30,47 @@ detail::LockState& lock_state(const std::shared_ptr<detail::SyncSegment>& segmen
   return segment->state<detail::LockState>();
 }
 
+/// Records an acquisition by the calling thread (which now holds the mutex).
+bool note_acquired(detail::SyncSegment& segment, detail::LockState& state,
+                   detail::LockResult result, bool recursive) {
+  if (result == detail::LockResult::timed_out) return false;
+  const bool died = result == detail::LockResult::owner_died;
+  if (!recursive || died || state.depth == 0) {
+    // An outermost acquisition. After a death the kernel hands a recursive mutex over with a
+    // count of one, whatever depth the dead holder had reached.
+    state.depth = 1;
+    state.owner_died.store(died, std::memory_order_relaxed);
+    state.owner_tid.store(detail::current_tid(), std::memory_order_relaxed);
+  } else {
+    ++state.depth;
+  }
+  segment.holds.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void note_released(detail::SyncSegment& segment, detail::LockState& state, const char* type) {
+  const pid_t self = detail::current_tid();
+  if (state.owner_tid.load(std::memory_order_relaxed) != self || state.depth == 0)
+    throw std::logic_error(std::string("mproc::") + type +
+                           ": unlock() by a thread that does not hold it");
+  const bool last = --state.depth == 0;
+  if (last) state.owner_tid.store(0, std::memory_order_relaxed);
+  try {
+    detail::robust_unlock(state.mutex, type);
+  } catch (...) {
+    // Only a thread whose tid was recycled from a dead holder gets here: not our mutex.
+    ++state.depth;
+    if (last) state.owner_tid.store(self, std::memory_order_relaxed);
+    throw;
+  }
+  segment.holds.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool owner_died_of(const std::shared_ptr<detail::SyncSegment>& segment) noexcept {
+  return segment &&
+         segment->state<detail::LockState>().owner_died.load(std::memory_order_relaxed) != 0;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -31,99 +78,55 @@ detail::LockState& lock_state(const std::shared_ptr<detail::SyncSegment>& segmen
 
 Lock::Lock() : segment_(create_lock(detail::SyncKind::lock, PTHREAD_MUTEX_ERRORCHECK)) {}
 
-void Lock::lock() { lock_until(detail::no_deadline); }
-
-bool Lock::lock_until(detail::steady_time deadline) {
-  auto& state = lock_state(segment_, "Lock");
-  const auto result = detail::robust_lock(state.mutex, deadline, "Lock");
-  if (result == detail::LockResult::timed_out) return false;
-  state.owner_died.store(result == detail::LockResult::owner_died, std::memory_order_relaxed);
-  segment_->holds.fetch_add(1, std::memory_order_relaxed);
-  return true;
+void Lock::lock() const {
+  lock_until(detail::no_deadline);
 }
 
-bool Lock::try_lock() {
+bool Lock::lock_until(detail::steady_time deadline) const {
   auto& state = lock_state(segment_, "Lock");
-  const auto result = detail::robust_try_lock(state.mutex, "Lock");
-  if (result == detail::LockResult::timed_out) return false;
-  state.owner_died.store(result == detail::LockResult::owner_died, std::memory_order_relaxed);
-  segment_->holds.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  return note_acquired(*segment_, state, detail::robust_lock(state.mutex, deadline, "Lock"), false);
 }
 
-void Lock::unlock() {
+bool Lock::try_lock() const {
   auto& state = lock_state(segment_, "Lock");
-  detail::robust_unlock(state.mutex, "Lock");
-  segment_->holds.fetch_sub(1, std::memory_order_relaxed);
+  return note_acquired(*segment_, state, detail::robust_try_lock(state.mutex, "Lock"), false);
+}
+
+void Lock::unlock() const {
+  auto& state = lock_state(segment_, "Lock");
+  note_released(*segment_, state, "Lock");
 }
 
 bool Lock::owner_died() const noexcept {
-  return segment_ && segment_->state<detail::LockState>().owner_died.load(std::memory_order_relaxed);
+  return owner_died_of(segment_);
 }
 
 // ---------------------------------------------------------------------------------------------
 // RLock
-//
-// The pthread mutex counts the recursion itself; `depth` and `owner_tid` mirror it so that
-// owner_died() is decided by the outermost acquisition only, and so that unlock() by a thread
-// that does not hold the lock is refused before it touches `depth`.
 
 RLock::RLock() : segment_(create_lock(detail::SyncKind::rlock, PTHREAD_MUTEX_RECURSIVE)) {}
 
-void RLock::lock() { lock_until(detail::no_deadline); }
-
-namespace {
-
-void note_rlock_acquired(detail::SyncSegment& segment, detail::LockState& state,
-                         detail::LockResult result) {
-  if (result == detail::LockResult::owner_died) {
-    // Whatever depth the dead holder had reached, the kernel handed the mutex over with a
-    // count of one.
-    state.depth = 1;
-    state.owner_died.store(1, std::memory_order_relaxed);
-    state.owner_tid.store(::gettid(), std::memory_order_relaxed);
-  } else if (++state.depth == 1) {
-    state.owner_died.store(0, std::memory_order_relaxed);
-    state.owner_tid.store(::gettid(), std::memory_order_relaxed);
-  }
-  segment.holds.fetch_add(1, std::memory_order_relaxed);
+void RLock::lock() const {
+  lock_until(detail::no_deadline);
 }
 
-}  // namespace
-
-bool RLock::lock_until(detail::steady_time deadline) {
+bool RLock::lock_until(detail::steady_time deadline) const {
   auto& state = lock_state(segment_, "RLock");
-  const auto result = detail::robust_lock(state.mutex, deadline, "RLock");
-  if (result == detail::LockResult::timed_out) return false;
-  note_rlock_acquired(*segment_, state, result);
-  return true;
+  return note_acquired(*segment_, state, detail::robust_lock(state.mutex, deadline, "RLock"), true);
 }
 
-bool RLock::try_lock() {
+bool RLock::try_lock() const {
   auto& state = lock_state(segment_, "RLock");
-  const auto result = detail::robust_try_lock(state.mutex, "RLock");
-  if (result == detail::LockResult::timed_out) return false;
-  note_rlock_acquired(*segment_, state, result);
-  return true;
+  return note_acquired(*segment_, state, detail::robust_try_lock(state.mutex, "RLock"), true);
 }
 
-void RLock::unlock() {
+void RLock::unlock() const {
   auto& state = lock_state(segment_, "RLock");
-  if (state.owner_tid.load(std::memory_order_relaxed) != ::gettid() || state.depth == 0)
-    throw std::logic_error("mproc::RLock: unlock() by a thread that does not hold it");
-  if (--state.depth == 0) state.owner_tid.store(0, std::memory_order_relaxed);
-  try {
-    detail::robust_unlock(state.mutex, "RLock");
-  } catch (...) {
-    // Only a thread whose tid was recycled from a dead holder gets here: the mutex is not ours.
-    if (state.depth++ == 0) state.owner_tid.store(::gettid(), std::memory_order_relaxed);
-    throw;
-  }
-  segment_->holds.fetch_sub(1, std::memory_order_relaxed);
+  note_released(*segment_, state, "RLock");
 }
 
 bool RLock::owner_died() const noexcept {
-  return segment_ && segment_->state<detail::LockState>().owner_died.load(std::memory_order_relaxed);
+  return owner_died_of(segment_);
 }
 
 }  // namespace mproc

@@ -49,11 +49,15 @@ Semaphore::Semaphore(bounded_tag, int initial)
     : segment_(create_semaphore(detail::SyncKind::bounded_semaphore, initial,
                                 static_cast<std::uint32_t>(initial < 0 ? 0 : initial))) {}
 
-void Semaphore::acquire() { acquire_until(detail::no_deadline); }
+void Semaphore::acquire() const {
+  acquire_until(detail::no_deadline);
+}
 
-bool Semaphore::try_acquire() { return try_take(semaphore_state(segment_).count); }
+bool Semaphore::try_acquire() const {
+  return try_take(semaphore_state(segment_).count);
+}
 
-bool Semaphore::acquire_until(detail::steady_time deadline) {
+bool Semaphore::acquire_until(detail::steady_time deadline) const {
   auto& state = semaphore_state(segment_);
   for (int round = 0; round < detail::spin_rounds; ++round) {
     if (try_take(state.count)) return true;
@@ -72,7 +76,7 @@ bool Semaphore::acquire_until(detail::steady_time deadline) {
   }
 }
 
-void Semaphore::release(int n) {
+void Semaphore::release(int n) const {
   auto& state = semaphore_state(segment_);
   if (n < 1)
     throw std::invalid_argument("mproc::Semaphore::release: n must be at least 1 (got " +
@@ -81,9 +85,10 @@ void Semaphore::release(int n) {
   do {
     if (value + static_cast<std::uint64_t>(n) > state.max_count) {
       if (segment_->kind() == detail::SyncKind::bounded_semaphore)
-        throw std::logic_error("mproc::BoundedSemaphore: released too many times (the value "
-                               "would exceed its initial value " +
-                               std::to_string(state.max_count) + ")");
+        throw std::logic_error(
+            "mproc::BoundedSemaphore: released too many times (the value "
+            "would exceed its initial value " +
+            std::to_string(state.max_count) + ")");
       throw std::overflow_error("mproc::Semaphore: release would take the value past INT_MAX");
     }
   } while (!state.count.compare_exchange_weak(value, value + static_cast<std::uint32_t>(n)));

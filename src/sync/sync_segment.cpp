@@ -3,6 +3,7 @@
 #include "sync/sync_segment.hpp"
 
 #include <errno.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <stdexcept>
@@ -10,7 +11,33 @@
 
 #include "syscall.hpp"
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define MPROC_SYNC_TSAN 1
+#else
+#define MPROC_SYNC_TSAN 0
+#endif
+
 namespace mproc::detail {
+
+namespace {
+// This thread's tid, cached: gettid() is a system call, and locks ask on every acquisition.
+// A forked child's only thread is the one that forked: the atfork handler forgets the
+// parent's tid there.
+thread_local pid_t cached_tid = 0;
+void forget_tid_in_child() noexcept {
+  cached_tid = 0;
+}
+}  // namespace
+
+pid_t current_tid() noexcept {
+  if (cached_tid == 0) {
+    static const int registered = ::pthread_atfork(nullptr, nullptr, forget_tid_in_child);
+    (void)registered;
+    cached_tid = ::gettid();
+  }
+  return cached_tid;
+}
 
 SyncSegment::~SyncSegment() {
   // The kernel releases a robust mutex held by a dying thread by walking the thread's list of
@@ -20,7 +47,10 @@ SyncSegment::~SyncSegment() {
   if (holds.load(std::memory_order_relaxed) > 0) (void)segment_.release();
 }
 
-int sync_fd(const SyncSegment& segment) noexcept { return segment.fd(); }
+int sync_fd(const std::shared_ptr<SyncSegment>& segment, const char* type) {
+  if (!segment) throw_empty_handle(type);
+  return segment->fd();
+}
 
 [[noreturn]] void throw_empty_handle(const char* type) {
   throw std::logic_error(std::string("mproc::") + type +
@@ -31,13 +61,20 @@ namespace {
 
 const char* kind_name(SyncKind kind) noexcept {
   switch (kind) {
-    case SyncKind::lock: return "Lock";
-    case SyncKind::rlock: return "RLock";
-    case SyncKind::semaphore: return "Semaphore";
-    case SyncKind::bounded_semaphore: return "BoundedSemaphore";
-    case SyncKind::event: return "Event";
-    case SyncKind::condition: return "Condition";
-    case SyncKind::barrier: return "Barrier";
+    case SyncKind::lock:
+      return "Lock";
+    case SyncKind::rlock:
+      return "RLock";
+    case SyncKind::semaphore:
+      return "Semaphore";
+    case SyncKind::bounded_semaphore:
+      return "BoundedSemaphore";
+    case SyncKind::event:
+      return "Event";
+    case SyncKind::condition:
+      return "Condition";
+    case SyncKind::barrier:
+      return "Barrier";
   }
   return "synchronization primitive";
 }
@@ -53,11 +90,15 @@ bool kind_accepted(SyncKind expected, SyncKind actual) noexcept {
 std::size_t sync_state_size(SyncKind kind, const std::byte* data, std::size_t mapped) {
   switch (kind) {
     case SyncKind::lock:
-    case SyncKind::rlock: return sizeof(LockState);
+    case SyncKind::rlock:
+      return sizeof(LockState);
     case SyncKind::semaphore:
-    case SyncKind::bounded_semaphore: return sizeof(SemaphoreState);
-    case SyncKind::event: return sizeof(EventState);
-    case SyncKind::condition: return sizeof(ConditionState);
+    case SyncKind::bounded_semaphore:
+      return sizeof(SemaphoreState);
+    case SyncKind::event:
+      return sizeof(EventState);
+    case SyncKind::condition:
+      return sizeof(ConditionState);
     case SyncKind::barrier: {
       if (mapped < sizeof(BarrierState)) return sizeof(BarrierState);
       std::uint32_t parties = 0;
@@ -154,7 +195,18 @@ LockResult robust_lock(pthread_mutex_t& mutex, steady_time deadline, const char*
     rc = ::pthread_mutex_lock(&mutex);
   } else {
     const timespec limit = monotonic_timespec(deadline);
+#if MPROC_SYNC_TSAN
+    // ThreadSanitizer (GCC 12) does not intercept pthread_mutex_clocklock: tell it.
+    __tsan_mutex_pre_lock(&mutex, __tsan_mutex_try_lock);
+#endif
     rc = ::pthread_mutex_clocklock(&mutex, CLOCK_MONOTONIC, &limit);
+#if MPROC_SYNC_TSAN
+    __tsan_mutex_post_lock(&mutex,
+                           rc == 0 || rc == EOWNERDEAD
+                               ? __tsan_mutex_try_lock
+                               : __tsan_mutex_try_lock | __tsan_mutex_try_lock_failed,
+                           0);
+#endif
   }
   return lock_result(mutex, rc, type_name, false);
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include <atomic>
@@ -76,7 +77,7 @@ struct LockState {
   SyncHeader header;
   pthread_mutex_t mutex;
   std::atomic<std::uint32_t> owner_died;  ///< the last (outermost) acquisition found a dead holder
-  std::atomic<std::int32_t> owner_tid;    ///< RLock: the holding thread, 0 when free
+  std::atomic<std::int32_t> owner_tid;    ///< the holding thread, 0 when free
   std::uint32_t depth;                    ///< RLock: recursion depth, written by the holder only
 };
 
@@ -162,6 +163,9 @@ LockResult robust_lock(pthread_mutex_t& mutex, steady_time deadline, const char*
 LockResult robust_try_lock(pthread_mutex_t& mutex, const char* type_name);
 /// Releases `mutex`. Throws std::logic_error when the calling thread does not hold it.
 void robust_unlock(pthread_mutex_t& mutex, const char* type_name);
+
+/// The calling thread's tid (cached; correct in forked children).
+pid_t current_tid() noexcept;
 
 /// Spins this many rounds on a futex word before sleeping: a wake-up across CPUs costs
 /// ~45 µs, a cache-line round trip ~0.06 µs, so a short spin catches a quick release cheaply.
