@@ -34,6 +34,12 @@ test-asan:
 test-tsan:
 	@$(MAKE) --no-print-directory test PRESET=tsan
 
+bench: setup
+	@bash scripts/bench
+
+bench-quick: setup
+	@bash scripts/bench --quick
+
 fuzz: setup
 	@cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j $(JOBS)
 	@bash scripts/run_fuzzers build/fuzz $(FUZZ_SECONDS)

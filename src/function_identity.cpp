@@ -92,8 +92,11 @@ std::string demangle(const char* mangled) {
 namespace {
 
 std::string look_up_function_name(const void* address) {
-  // Boost.Stacktrace (libbacktrace) reads the symbol table and debug information, so it
-  // names functions with internal linkage too, which dladdr cannot see.
+  // dladdr is cheap and knows exported symbols. Boost.Stacktrace (libbacktrace) reads the
+  // symbol table and debug information — megabytes, once per process — so it is asked only
+  // for functions with internal linkage, which dladdr cannot see.
+  Dl_info exported{};
+  if (dladdr(address, &exported) != 0 && exported.dli_sname) return demangle(exported.dli_sname);
   std::string name = boost::stacktrace::frame(reinterpret_cast<boost::stacktrace::frame::native_frame_ptr_t>(address)).name();
   if (!name.empty()) return name;
   Dl_info info{};

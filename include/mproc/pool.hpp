@@ -62,14 +62,17 @@ class Initializer {
     auto spec = detail::make_target_spec(StartMethod::spawn, std::forward<F>(f), std::forward<Args>(args)...);
     target_ = std::move(spec.spawn_target);
     name_ = std::move(spec.function_name);
+    if constexpr (std::is_pointer_v<Fn>) address_ = reinterpret_cast<const void*>(static_cast<Fn>(f));
   }
   bool empty() const noexcept { return !target_.has_value(); }
   const std::optional<detail::SpawnTarget>& target() const noexcept { return target_; }
-  const std::string& name() const noexcept { return name_; }
+  /// The initializer's name (for messages; a function pointer is looked up on demand).
+  std::string name() const { return address_ ? detail::function_name_at(address_) : name_; }
 
  private:
   std::optional<detail::SpawnTarget> target_;
   std::string name_;
+  const void* address_ = nullptr;
 };
 
 /// Options of a Pool; use designated initializers.
@@ -192,7 +195,8 @@ struct TaskRequest {
   FunctionId entry;
   std::vector<std::byte> payload;
   std::shared_ptr<FdSink> fds;  // descriptors of shareable arguments; null when none
-  const std::string* function_name = nullptr;  // points to a cached name (see function_name_at)
+  const std::string* function_name = nullptr;  // a lambda's type name (cached), or null
+  const void* function_address = nullptr;      // a function pointer, named only for a crash report
   std::shared_ptr<TaskSink> sink;
   std::shared_ptr<const ChunkSource> chunk;  // set for map chunks (splittable)
   std::size_t begin = 0, end = 1;            // item range within the whole input
@@ -643,7 +647,7 @@ class Pool {
       detail::append_part(request.payload, Tuple(std::forward<Args>(args)...));
       if (!fds->empty()) request.fds = std::move(fds);
     }
-    request.function_name = function_name<Fn>(f);
+    set_function_name<Fn>(request, f);
     request.sink = std::make_shared<detail::FutureSink<R>>(state);
     request.timeout = options.timeout;
     request.max_retries = options.max_retries;
@@ -729,12 +733,14 @@ class Pool {
   PoolStats stats() const;
 
  private:
+  // Naming a function pointer reads debug information (megabytes): it is done only when a
+  // crash report needs the name, from the address kept here.
   template <class Fn>
-  static const std::string* function_name(const Fn& f) {
+  static void set_function_name(detail::TaskRequest& request, const Fn& f) {
     if constexpr (std::is_pointer_v<Fn>)
-      return &detail::function_name_at(reinterpret_cast<const void*>(f));
+      request.function_address = reinterpret_cast<const void*>(f);
     else
-      return &detail::demangled_type_name<Fn>();
+      request.function_name = &detail::demangled_type_name<Fn>();
   }
 
   template <bool Star, bool Collect, class F, class Range>
@@ -763,14 +769,14 @@ class Pool {
     auto source = std::make_shared<detail::ItemsSource<Fn, T>>(static_cast<const Fn&>(f),
                                                                 std::shared_ptr<const std::vector<T>>(all));
     const auto entry = detail::entry_id<&detail::map_chunk_entry<Fn, T, Star>>();
-    const std::string* name = function_name<Fn>(f);
+
     auto ids = std::make_shared<std::vector<std::uint64_t>>();
     for (std::size_t begin = 0; begin < n; begin += chunksize) {
       std::size_t end = std::min(n, begin + chunksize);
       detail::TaskRequest request;
       request.entry = entry;
       detail::encode_chunk(*source, begin, end, request);
-      request.function_name = name;
+      set_function_name<Fn>(request, f);
       request.sink = sink;
       request.chunk = source;
       request.begin = begin;

@@ -154,23 +154,27 @@ TargetSpec make_target_spec(StartMethod method, F&& target, Args&&... args) {
   using Fn = std::decay_t<F>;
   using Tuple = std::tuple<stored_arg_t<Args>...>;
   TargetSpec spec;
-  if constexpr (std::is_pointer_v<Fn>)
-    spec.function_name = function_name_at(reinterpret_cast<const void*>(target));
-  else
-    spec.function_name = demangled_type_name<Fn>();
+  // Naming a function pointer reads debug information: only done to refuse a target.
+  auto name = [&] {
+    if constexpr (std::is_pointer_v<Fn>)
+      return function_name_at(reinterpret_cast<const void*>(target));
+    else
+      return demangled_type_name<Fn>();
+  };
+  if constexpr (!std::is_pointer_v<Fn>) spec.function_name = demangled_type_name<Fn>();
   if (method == StartMethod::fork) {
     spec.fork_target = std::make_unique<ForkTargetImpl<Fn, Tuple>>(
         Fn(std::forward<F>(target)), Tuple(std::forward<Args>(args)...));
     return spec;
   }
   if constexpr (!is_stateless_target_v<Fn>) {
-    refuse_target(method, spec.function_name,
+    refuse_target(method, name(),
                   "the target has state (a lambda with captures, std::function or a functor "
                   "with members); only function pointers, captureless lambdas and empty "
                   "functors can be re-created in a process that does not share this one's "
                   "memory. Use StartMethod::fork, or pass the state as arguments");
   } else if constexpr (!Serializable<Tuple>) {
-    refuse_target(method, spec.function_name,
+    refuse_target(method, name(),
                   "an argument type cannot be serialized (" + demangled_type_name<Tuple>() +
                       "); give it a serialize(Archive&) function or use StartMethod::fork");
   } else {

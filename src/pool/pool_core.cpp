@@ -61,6 +61,12 @@ std::uint64_t system_oom_kills() {
   return 0;
 }
 
+std::string task_function_name(const TaskRequest& request) {
+  if (request.function_name) return *request.function_name;
+  if (request.function_address) return function_name_at(request.function_address);
+  return {};
+}
+
 unsigned checked_processes(unsigned requested) {
   unsigned n = requested == 0 ? cpu_count() : requested;
   if (n > max_processes)
@@ -456,7 +462,7 @@ std::exception_ptr PoolCore::exception_from_result(const Task& task, const Slot&
     if (remote.type_id == memory_limit_type_id) {
       CrashReport report;
       report.pid = slot.child.pid;
-      report.function = task.request.function_name ? *task.request.function_name : std::string();
+      report.function = task_function_name(task.request);
       if (task.request.chunk) report.item = task.request.begin;
       return std::make_exception_ptr(MemoryLimitExceeded(options_.max_memory_per_child, report));
     }
@@ -583,7 +589,7 @@ void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, 
   } else {
     report.exit_code = exit_code;
   }
-  report.function = task.request.function_name ? *task.request.function_name : std::string();
+  report.function = task_function_name(task.request);
   if (task.request.chunk) report.item = task.request.begin;
   report.stderr_tail = slot.stderr_tail;
 
@@ -603,6 +609,7 @@ void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, 
       half.request.entry = task.request.entry;
       encode_chunk(*task.request.chunk, begin, end, half.request);
       half.request.function_name = task.request.function_name;
+      half.request.function_address = task.request.function_address;
       half.request.sink = task.request.sink;
       half.request.chunk = task.request.chunk;
       half.request.begin = begin;
