@@ -152,6 +152,15 @@ def build_table(gb, py):
           f"futex ping-pong {num(limit, 'µs')} (across 2 pinned CPUs {num(limit_cross, 'µs')})", f"{num(mine, 'µs')} (p99 {num(p99, 'µs')})",
           f"{num(r)}× lower", "≥ 20× lower", None if r is None else r >= 20)
 
+    # Queue put→get round trip between two processes (issue 4's goal: within 3× of a raw
+    # futex ping-pong between two processes). bench/bench_queue.cpp; times in ns.
+    queue = t.metric("BM_queue_round_trip/8", "real_time", 1e-3)
+    futex = t.metric("BM_raw_futex_round_trip", "real_time", 1e-3)
+    r = queue / futex if queue and futex else None
+    t.row("`Queue` put→get round trip between two processes, 8-byte items", "—",
+          f"futex ping-pong {num(futex, 'µs')}", num(queue, "µs"), f"{num(r)}× the futex ping-pong",
+          "≤ 3× futex ping-pong", None if r is None else r <= 3)
+
     # 3. apply_async then get
     cp = t.cpython("apply_async_get")
     mine = t.metric("BM_pool_apply_async_get", "items_per_second")
