@@ -525,13 +525,12 @@ class ImapRange {
   std::default_sentinel_t end() const { return {}; }
 
  private:
-  // Submits chunks until max_chunks_in_flight are outstanding or the input ends.
+  // Submits chunks until max_chunks_in_flight are outstanding or the input ends. An item
+  // counts until the consumer has taken its result, so a slow consumer holds back the input
+  // (and the memory of results nobody has read yet) instead of letting it run ahead.
   void top_up() {
     while (!input_done_) {
-      {
-        std::lock_guard lock(state_->mutex);
-        if (state_->in_flight_items >= max_chunks_in_flight_ * options_.chunksize) return;
-      }
+      if (next_index_ - consumed_ >= max_chunks_in_flight_ * options_.chunksize) return;
       auto items = std::make_shared<std::vector<T>>();
       items->reserve(options_.chunksize);
       while (items->size() < options_.chunksize && it_ != std::ranges::end(input_)) {
