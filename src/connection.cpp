@@ -425,7 +425,7 @@ std::optional<detail::ReceivedMessage> Connection::take_record(
 
   if (partial.received != partial.bytes.size()) return std::nullopt;
   std::optional<detail::ReceivedMessage> message;
-  message.emplace(std::move(partial.bytes), detail::FdSource(std::move(partial.fds)));
+  message.emplace(detail::ReceivedMessage{std::move(partial.bytes), detail::FdSource(std::move(partial.fds))});
   partial = {};
   return message;
 }

@@ -26,7 +26,7 @@ UniqueFd pidfd_or_kill(pid_t pid) {
 }
 
 LaunchedChild fork_with_hygiene(UniqueFd& parent_end, UniqueFd& child_end,
-                                [[noreturn]] void (*child_main)(int control_fd, void* context),
+                                void (*child_main)(int control_fd, void* context),
                                 void* context) {
   flush_std_streams();
   sigset_t all, previous;
@@ -38,7 +38,8 @@ LaunchedChild fork_with_hygiene(UniqueFd& parent_end, UniqueFd& child_end,
     reset_registry_in_forked_child();
     parent_end.reset();
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-    child_main(child_end.release(), context);
+    child_main(child_end.release(), context);  // does not return
+    ::_exit(127);
   }
   int fork_errno = errno;
   unlock_registry_after_fork_in_parent();

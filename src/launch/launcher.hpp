@@ -47,9 +47,9 @@ LaunchedChild launch_fork(const ChildIdentity& identity, ForkTarget& target);
 /// twice, every signal blocked across fork() so no handler runs in the child before it is
 /// set up, the registry lock held so the child's copy is consistent; in the child the
 /// parent's private descriptors are closed and `child_main(control_fd, context)` runs
-/// (it never returns). The parent gets the child with its pidfd and `parent_end`.
+/// (it must not return; the child exits with 127 if it does). The parent gets the child with its pidfd and `parent_end`.
 LaunchedChild fork_with_hygiene(UniqueFd& parent_end, UniqueFd& child_end,
-                                [[noreturn]] void (*child_main)(int control_fd, void* context),
+                                void (*child_main)(int control_fd, void* context),
                                 void* context);
 /// A pidfd for a child just started; kills and reaps it when none can be had.
 UniqueFd pidfd_or_kill(pid_t pid);
