@@ -61,14 +61,21 @@ int write_stderr_then_crash(int) {
   std::fflush(stderr);
   mproc_test::segfault();
 }
-// Crashes the first time it runs in a given pool (a marker file exists after), then succeeds.
-int crash_once(std::string marker) {
+// Dies the first time it runs with a given marker (the marker file exists after), then
+// succeeds. `how`: 0 SIGKILL, 1 SIGSEGV, 2 abort(), 3 exit(3).
+int crash_once_by(std::string marker, int how) {
   if (::access(marker.c_str(), F_OK) != 0) {
     if (FILE* f = std::fopen(marker.c_str(), "w")) std::fclose(f);
-    ::raise(SIGKILL);
+    switch (how) {
+      case 1: mproc_test::segfault();
+      case 2: std::abort();
+      case 3: std::exit(3);
+      default: ::raise(SIGKILL);
+    }
   }
   return 7;
 }
+int crash_once(std::string marker) { return crash_once_by(marker, 0); }
 
 class pool_fault_test : public mproc_test::LeakCheckedTest, public ::testing::WithParamInterface<StartMethod> {
  protected:
@@ -127,6 +134,13 @@ TEST_P(pool_fault_test, retries_rerun_a_task_whose_worker_died) {
   EXPECT_EQ(pool.apply(crash_once, marker), 7);
   ::unlink(marker.c_str());
   EXPECT_EQ(pool.stats().tasks_retried, 1u);
+  // Every way of dying is retried the same way.
+  for (int how : {1, 2, 3}) {
+    ::unlink(marker.c_str());
+    EXPECT_EQ(pool.apply(crash_once_by, marker, how), 7) << "how " << how;
+  }
+  ::unlink(marker.c_str());
+  EXPECT_EQ(pool.stats().tasks_retried, 4u);
   // Without retries left, a crash is reported.
   EXPECT_THROW(pool.apply_async(mproc::TaskOptions{.max_retries = 0}, segfault_task, 0).get(), mproc::WorkerCrashed);
 }
