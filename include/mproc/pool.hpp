@@ -206,12 +206,12 @@ struct TaskRequest {
 
 /// Encodes items [begin, end) of a chunk into `request`, with their descriptors.
 inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_t end, TaskRequest& request) {
-  auto fds = std::make_shared<FdSink>();
+  FdSink fds;  // allocated on the heap only when an item has descriptors
   {
-    ScopedFdSink collect(*fds);
+    ScopedFdSink collect(fds);
     request.payload = chunk.encode(begin, end);
   }
-  request.fds = fds->empty() ? nullptr : std::move(fds);
+  request.fds = fds.empty() ? nullptr : std::make_shared<FdSink>(std::move(fds));
 }
 
 std::shared_ptr<PoolCore> make_pool_core(const PoolOptions& options);
@@ -408,7 +408,6 @@ struct ImapState {
   std::condition_variable arrived;
   std::map<std::size_t, Result<R>> ready;  // item index → outcome, until consumed
   std::deque<std::size_t> arrival_order;   // for imap_unordered
-  std::size_t in_flight_items = 0;
   std::size_t done_items = 0;
   ProgressCallback progress;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -448,7 +447,6 @@ class ImapSink final : public TaskSink {
           state_->ready.emplace(global, Result<R>(results_.take(i)));
         state_->arrival_order.push_back(global);
       }
-      state_->in_flight_items -= local.end - local.begin;
       state_->done_items += local.end - local.begin;
       progress = state_->progress;
       snapshot = Progress{state_->done_items, 0, std::chrono::steady_clock::now() - state_->started};
@@ -552,10 +550,6 @@ class ImapRange {
       request.end = end;
       request.timeout = options_.timeout;
       request.max_retries = options_.max_retries;
-      {
-        std::lock_guard lock(state_->mutex);
-        state_->in_flight_items += end - begin;
-      }
       submitted_.push_back(detail::pool_submit(*core_, std::move(request)));
     }
   }
@@ -641,10 +635,12 @@ class Pool {
     request.entry = detail::entry_id<&detail::apply_entry<Fn, Tuple>>();
     detail::append_task_callable(request.payload, static_cast<const Fn&>(f));
     {
-      auto fds = std::make_shared<detail::FdSink>();
-      detail::ScopedFdSink collect(*fds);
-      detail::append_part(request.payload, Tuple(std::forward<Args>(args)...));
-      if (!fds->empty()) request.fds = std::move(fds);
+      detail::FdSink fds;  // allocated on the heap only when an argument has descriptors
+      {
+        detail::ScopedFdSink collect(fds);
+        detail::append_part(request.payload, Tuple(std::forward<Args>(args)...));
+      }
+      if (!fds.empty()) request.fds = std::make_shared<detail::FdSink>(std::move(fds));
     }
     set_function_name<Fn>(request, f);
     request.sink = std::make_shared<detail::FutureSink<R>>(state);

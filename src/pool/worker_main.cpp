@@ -12,7 +12,6 @@
 #include <fstream>
 #include <new>
 #include <string>
-#include <unordered_map>
 
 #include "fd_passing.hpp"
 #include "launch/launcher.hpp"
@@ -53,20 +52,6 @@ void limit_memory(std::uint64_t limit) {
   rlimit rl{};
   rl.rlim_cur = rl.rlim_max = current_address_space() + limit;
   if (::setrlimit(RLIMIT_AS, &rl) != 0) std::perror("mproc worker: setrlimit(RLIMIT_AS)");
-}
-
-// Entries by identity; resolving walks the loaded modules, so it is done once per entry.
-TaskEntry find_entry(std::uint64_t offset, std::string_view module) {
-  static std::unordered_map<std::string, TaskEntry> cache;
-  std::string key(module);
-  key += '#';
-  key += std::to_string(offset);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  FunctionId id{std::string(module), offset};
-  auto entry = reinterpret_cast<TaskEntry>(resolve_function(id));
-  cache.emplace(std::move(key), entry);
-  return entry;
 }
 
 class Worker {
@@ -134,7 +119,7 @@ class Worker {
           fds = FdSource(std::move(numbers));
         }
         ScopedFdSource use_fds(fds);
-        kind = find_entry(header.entry_offset, module)(payload, out);
+        kind = reinterpret_cast<TaskEntry>(resolve_function_cached(module, header.entry_offset))(payload, out);
       } catch (...) {
         out.clear();
         serialize_to(out, capture_current_exception());

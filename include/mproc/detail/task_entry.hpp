@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <span>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -98,7 +99,8 @@ inline std::span<const std::byte> take_part(std::span<const std::byte>& in) {
 }
 
 /// The address of the function a function-pointer task names (resolved once per id).
-void* resolve_function_cached(const FunctionId& id);
+void* resolve_function_cached(std::string_view module, std::uintptr_t offset);
+inline void* resolve_function_cached(const FunctionId& id) { return resolve_function_cached(id.module, id.offset); }
 
 /// The callable a task runs: F{} for captureless lambdas and empty functors, the
 /// resolved address for function pointers (whose FunctionId is the payload's first part).
