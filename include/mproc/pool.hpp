@@ -167,7 +167,6 @@ namespace detail {
 using ExceptionFactory = std::exception_ptr (*)(const std::string& what);
 void register_exception_type(const char* type_id, ExceptionFactory factory);
 
-class PoolCore;
 
 /// Where a task's items lie in the whole input of a map (for chunks) — or {0, 1} for apply.
 struct TaskRef {
@@ -214,16 +213,24 @@ inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_
   request.fds = fds.empty() ? nullptr : std::make_shared<FdSink>(std::move(fds));
 }
 
-std::shared_ptr<PoolCore> make_pool_core(const PoolOptions& options);
-std::uint64_t pool_submit(PoolCore& core, TaskRequest request);
-bool pool_cancel(PoolCore& core, std::uint64_t task_id);
-/// Withdraws every task of `ids` if none has started yet (all or nothing).
-bool pool_cancel_all(PoolCore& core, const std::vector<std::uint64_t>& ids);
-unsigned pool_processes(const PoolCore& core);
-void pool_close(PoolCore& core);
-void pool_join(PoolCore& core);
-void pool_terminate(PoolCore& core);
-PoolStats pool_stats(const PoolCore& core);
+/// What runs a Pool's tasks: worker processes on this machine (PoolCore, src/pool/) or the
+/// workers of MPI ranks (mproc::mpi). Every method may be called from any thread.
+class PoolEngine {
+ public:
+  virtual ~PoolEngine() = default;
+  virtual std::uint64_t submit(TaskRequest request) = 0;
+  virtual bool cancel(std::uint64_t task_id) = 0;
+  /// Withdraws every task of `ids` if none has started yet (all or nothing).
+  virtual bool cancel_all(const std::vector<std::uint64_t>& ids) = 0;
+  virtual unsigned processes() const = 0;
+  virtual void close() = 0;
+  virtual void join() = 0;
+  virtual void terminate() = 0;
+  virtual PoolStats stats() const = 0;
+};
+
+/// The engine of a Pool on this machine.
+std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options);
 
 template <class F, class... Args>
 using task_result_t = std::invoke_result_t<F, stored_arg_t<Args>...>;
@@ -473,9 +480,9 @@ class ImapRange {
   using T = std::decay_t<std::ranges::range_reference_t<Input>>;
 
  public:
-  ImapRange(std::shared_ptr<detail::PoolCore> core, F f, Range&& input, MapOptions options,
+  ImapRange(std::shared_ptr<detail::PoolEngine> engine, F f, Range&& input, MapOptions options,
             std::size_t max_chunks_in_flight)
-      : core_(std::move(core)), f_(f), input_(std::views::all(std::forward<Range>(input))),
+      : engine_(std::move(engine)), f_(f), input_(std::views::all(std::forward<Range>(input))),
         options_(std::move(options)), max_chunks_in_flight_(max_chunks_in_flight),
         state_(std::make_shared<detail::ImapState<R>>()) {
     state_->progress = options_.progress;
@@ -487,7 +494,7 @@ class ImapRange {
     // Chunks not yet started are withdrawn; running ones finish into a state nobody reads.
     for (auto id : submitted_) {
       try {
-        detail::pool_cancel(*core_, id);
+        engine_->cancel(id);
       } catch (...) {
       }
     }
@@ -550,7 +557,7 @@ class ImapRange {
       request.end = end;
       request.timeout = options_.timeout;
       request.max_retries = options_.max_retries;
-      submitted_.push_back(detail::pool_submit(*core_, std::move(request)));
+      submitted_.push_back(engine_->submit(std::move(request)));
     }
   }
 
@@ -578,7 +585,7 @@ class ImapRange {
     }
   }
 
-  std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::PoolEngine> engine_;
   F f_;
   Input input_;
   MapOptions options_;
@@ -646,11 +653,11 @@ class Pool {
     request.sink = std::make_shared<detail::FutureSink<R>>(state);
     request.timeout = options.timeout;
     request.max_retries = options.max_retries;
-    auto id = detail::pool_submit(*core_, std::move(request));
-    std::weak_ptr<detail::PoolCore> core = core_;
-    state->set_canceller([core, id] {
-      auto c = core.lock();
-      return c && detail::pool_cancel(*c, id);
+    auto id = engine_->submit(std::move(request));
+    std::weak_ptr<detail::PoolEngine> engine = engine_;
+    state->set_canceller([engine, id] {
+      auto e = engine.lock();
+      return e && e->cancel(id);
     });
     return Future<R>(std::move(state));
   }
@@ -727,6 +734,10 @@ class Pool {
   unsigned processes() const;
   PoolStats stats() const;
 
+ protected:
+  /// A pool whose tasks another engine runs (mproc::mpi::Pool).
+  explicit Pool(std::shared_ptr<detail::PoolEngine> engine);
+
  private:
   // Naming a function pointer reads debug information (megabytes): it is done only when a
   // crash report needs the name, from the address kept here.
@@ -778,12 +789,12 @@ class Pool {
       request.end = end;
       request.timeout = options.timeout;
       request.max_retries = options.max_retries;
-      ids->push_back(detail::pool_submit(*core_, std::move(request)));
+      ids->push_back(engine_->submit(std::move(request)));
     }
-    std::weak_ptr<detail::PoolCore> core = core_;
-    state->set_canceller([core, ids] {
-      auto c = core.lock();
-      return c && detail::pool_cancel_all(*c, *ids);
+    std::weak_ptr<detail::PoolEngine> engine = engine_;
+    state->set_canceller([engine, ids] {
+      auto e = engine.lock();
+      return e && e->cancel_all(*ids);
     });
     return Future<Value>(std::move(state));
   }
@@ -797,11 +808,11 @@ class Pool {
     using R = std::decay_t<std::invoke_result_t<Fn&, T>>;
     static_assert(!std::is_void_v<R>, "mproc::Pool::imap: the function must return a value");
     static_assert(Serializable<R>, "mproc::Pool: the task's result must be Serializable");
-    return ImapRange<Fn, Range, R, Ordered>(core_, static_cast<const Fn&>(f), std::forward<Range>(items),
+    return ImapRange<Fn, Range, R, Ordered>(engine_, static_cast<const Fn&>(f), std::forward<Range>(items),
                                             std::move(options), 2 * static_cast<std::size_t>(processes()));
   }
 
-  std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::PoolEngine> engine_;
   int uncaught_at_construction_ = 0;
 };
 

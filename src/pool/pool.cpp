@@ -2,30 +2,33 @@
 #include "mproc/pool.hpp"
 
 #include <exception>
+#include <utility>
 
 namespace mproc {
 
 Pool::Pool(unsigned processes) : Pool(PoolOptions{.processes = processes}) {}
 
-Pool::Pool(const PoolOptions& options)
-    : core_(detail::make_pool_core(options)), uncaught_at_construction_(std::uncaught_exceptions()) {}
+Pool::Pool(const PoolOptions& options) : Pool(detail::make_pool_core(options)) {}
+
+Pool::Pool(std::shared_ptr<detail::PoolEngine> engine)
+    : engine_(std::move(engine)), uncaught_at_construction_(std::uncaught_exceptions()) {}
 
 Pool::~Pool() {
-  if (!core_) return;
+  if (!engine_) return;
   try {
     if (std::uncaught_exceptions() > uncaught_at_construction_)
-      detail::pool_terminate(*core_);  // unwinding: do not wait for work nobody will collect
+      engine_->terminate();  // unwinding: do not wait for work nobody will collect
     else
-      detail::pool_close(*core_);
-    detail::pool_join(*core_);
+      engine_->close();
+    engine_->join();
   } catch (...) {
   }
 }
 
-void Pool::close() { detail::pool_close(*core_); }
-void Pool::join() { detail::pool_join(*core_); }
-void Pool::terminate() { detail::pool_terminate(*core_); }
-unsigned Pool::processes() const { return detail::pool_processes(*core_); }
-PoolStats Pool::stats() const { return detail::pool_stats(*core_); }
+void Pool::close() { engine_->close(); }
+void Pool::join() { engine_->join(); }
+void Pool::terminate() { engine_->terminate(); }
+unsigned Pool::processes() const { return engine_->processes(); }
+PoolStats Pool::stats() const { return engine_->stats(); }
 
 }  // namespace mproc

@@ -783,14 +783,6 @@ void PoolCore::supervise() {
 
 // ----------------------------------------------------------------------------- the C++ API's hooks
 
-std::shared_ptr<PoolCore> make_pool_core(const PoolOptions& options) { return std::make_shared<PoolCore>(options); }
-std::uint64_t pool_submit(PoolCore& core, TaskRequest request) { return core.submit(std::move(request)); }
-bool pool_cancel(PoolCore& core, std::uint64_t task_id) { return core.cancel(task_id); }
-bool pool_cancel_all(PoolCore& core, const std::vector<std::uint64_t>& ids) { return core.cancel_all(ids); }
-unsigned pool_processes(const PoolCore& core) { return core.processes(); }
-void pool_close(PoolCore& core) { core.close(); }
-void pool_join(PoolCore& core) { core.join(); }
-void pool_terminate(PoolCore& core) { core.terminate(); }
-PoolStats pool_stats(const PoolCore& core) { return core.stats(); }
+std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options) { return std::make_shared<PoolCore>(options); }
 
 }  // namespace mproc::detail

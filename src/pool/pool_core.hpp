@@ -24,21 +24,21 @@
 
 namespace mproc::detail {
 
-class PoolCore {
+class PoolCore final : public PoolEngine {
  public:
   explicit PoolCore(const PoolOptions& options);
   ~PoolCore();
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
 
-  std::uint64_t submit(TaskRequest request);
-  bool cancel(std::uint64_t id);
-  bool cancel_all(const std::vector<std::uint64_t>& ids);
-  void close();
-  void join();
-  void terminate();
-  PoolStats stats() const;
-  unsigned processes() const noexcept { return processes_; }
+  std::uint64_t submit(TaskRequest request) override;
+  bool cancel(std::uint64_t id) override;
+  bool cancel_all(const std::vector<std::uint64_t>& ids) override;
+  void close() override;
+  void join() override;
+  void terminate() override;
+  PoolStats stats() const override;
+  unsigned processes() const override { return processes_; }
 
  private:
   enum class State { running, closed, terminated, broken };
