@@ -4,6 +4,15 @@ install(TARGETS mproc EXPORT mprocTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY include/mproc DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The MPI backend, when it was built: mproc::mpi, and mprocConfig.cmake then finds MPI.
+if(TARGET mproc_mpi)
+  install(TARGETS mproc_mpi EXPORT mprocTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  set(MPROC_MPI_BUILT ON)
+else()
+  set(MPROC_MPI_BUILT OFF)
+endif()
 
 set(_mproc_cmake_dir ${CMAKE_INSTALL_LIBDIR}/cmake/mproc)
 install(EXPORT mprocTargets NAMESPACE mproc:: DESTINATION ${_mproc_cmake_dir})

@@ -52,6 +52,10 @@ constexpr std::size_t kMinChunk = 4096;
 constexpr int kRequestedSendBuffer = 512 * 1024;
 /// A message length no sender would write: a corrupt header, refused before allocating.
 constexpr std::uint64_t kMaxMessage = std::uint64_t{1} << 46;
+/// The most a message's first chunk makes the receiver allocate. The length in a header is the
+/// sender's word: beyond this the buffer grows (doubling) as chunks arrive, so a corrupt or
+/// hostile header costs memory in proportion to the bytes actually sent, not to its claim.
+constexpr std::size_t kFirstAllocation = 4 * 1024 * 1024;
 
 struct ChunkHeader {
   std::uint32_t magic;
@@ -127,7 +131,8 @@ struct ConnectionState {
     bool active = false;
     std::uint64_t id = 0;
     std::uint64_t received = 0;
-    std::vector<std::byte> bytes;  // sized to the whole message
+    std::uint64_t total = 0;       // the whole message's length
+    std::vector<std::byte> bytes;  // at least `received` bytes, at most `total`
     std::vector<int> fds;          // owned
   } partial;
   std::unique_ptr<std::byte[]> landing;  // kMaxChunk bytes, allocated on first receive
@@ -138,6 +143,15 @@ struct ConnectionState {
   void drop_partial() noexcept {
     for (int f : partial.fds) ::close(f);
     partial = Partial{};
+  }
+
+  /// Room for the next `more` bytes of the message in progress: doubles the buffer (up to the
+  /// message's length), so a long message costs at most one extra copy of itself.
+  void reserve_partial(std::size_t more) {
+    const std::size_t needed = static_cast<std::size_t>(partial.received) + more;
+    if (partial.bytes.size() >= needed) return;
+    partial.bytes.resize(static_cast<std::size_t>(
+        std::min<std::uint64_t>(partial.total, std::max(needed, 2 * partial.bytes.size()))));
   }
 
   /// Picks the chunk size from the socket's send buffer (the kernel refuses a record larger
@@ -359,8 +373,11 @@ std::optional<detail::ReceivedMessage> Connection::take_record(
   iov[iovcnt++] = {&header, sizeof header};
   if (partial.active) {
     in_place = static_cast<std::size_t>(
-        std::min<std::uint64_t>(partial.bytes.size() - partial.received, detail::kMaxChunk));
-    if (in_place) iov[iovcnt++] = {partial.bytes.data() + partial.received, in_place};
+        std::min<std::uint64_t>(partial.total - partial.received, detail::kMaxChunk));
+    if (in_place) {
+      s.reserve_partial(in_place);
+      iov[iovcnt++] = {partial.bytes.data() + partial.received, in_place};
+    }
   }
   iov[iovcnt++] = {s.landing.get(), detail::kMaxChunk - in_place};
 
@@ -392,7 +409,7 @@ std::optional<detail::ReceivedMessage> Connection::take_record(
   }
 
   if (partial.active && header.id == partial.id && header.offset == partial.received &&
-      header.total == partial.bytes.size()) {
+      header.total == partial.total) {
     // The next chunk of the message in progress; offset + length <= total, so it landed in place.
     partial.received += header.length;
     partial.fds.insert(partial.fds.end(), record.fds.begin(), record.fds.end());
@@ -405,7 +422,8 @@ std::optional<detail::ReceivedMessage> Connection::take_record(
       s.drop_partial();  // the rest of this message will come as orphans and be dropped
       throw_too_long(header.total, *max_length);
     }
-    std::vector<std::byte> bytes(static_cast<std::size_t>(header.total));
+    std::vector<std::byte> bytes(static_cast<std::size_t>(std::min<std::uint64_t>(
+        header.total, std::max<std::uint64_t>(header.length, detail::kFirstAllocation))));
     const std::size_t first = std::min<std::size_t>(in_place, header.length);
     if (first) std::memcpy(bytes.data(), partial.bytes.data() + partial.received, first);
     if (header.length > first)
@@ -414,6 +432,7 @@ std::optional<detail::ReceivedMessage> Connection::take_record(
     partial.active = true;
     partial.id = header.id;
     partial.received = header.length;
+    partial.total = header.total;
     partial.bytes = std::move(bytes);
     partial.fds = std::move(record.fds);
     record.fds.clear();
@@ -423,7 +442,7 @@ std::optional<detail::ReceivedMessage> Connection::take_record(
     return std::nullopt;
   }
 
-  if (partial.received != partial.bytes.size()) return std::nullopt;
+  if (partial.received != partial.total) return std::nullopt;
   std::optional<detail::ReceivedMessage> message;
   message.emplace(detail::ReceivedMessage{std::move(partial.bytes), detail::FdSource(std::move(partial.fds))});
   partial = {};

@@ -9,9 +9,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <system_error>
 
 #include "mproc/errors.hpp"
 
@@ -101,10 +103,21 @@ bool recv_frame(int socket, Frame& frame) {
   if (header.length > max_frame_bytes)
     throw SerializationError("control frame of " + std::to_string(header.length) +
                              " bytes is larger than allowed");
-  frame.bytes.resize(header.length);
-  if (header.length > 0 &&
-      !read_exact(socket, frame.bytes.data(), frame.bytes.size(), "cannot receive a frame body"))
-    throw SerializationError("control frame truncated in its body");
+  // The length is the peer's word: memory grows with the bytes that actually arrive (to at
+  // most twice what came), so a bogus header of up to 4 GiB followed by a close costs nothing.
+  constexpr std::size_t first_step = 64 * 1024;
+  std::size_t received = 0;
+  while (received < header.length) {
+    const std::size_t step = static_cast<std::size_t>(
+        std::min<std::uint64_t>(header.length - received, std::max(first_step, received)));
+    frame.bytes.resize(received + step);
+    if (!read_exact(socket, frame.bytes.data() + received, step, "cannot receive a frame body")) {
+      if (received == 0) throw SerializationError("control frame truncated in its body");
+      throw std::system_error(std::make_error_code(std::errc::connection_aborted),
+                              "cannot receive a frame body: peer closed in the middle of a message");
+    }
+    received += step;
+  }
   return true;
 }
 

@@ -43,6 +43,7 @@
 #endif
 
 #include "shm_segment.hpp"
+#include "sync/sync_segment.hpp"
 #include "syscall.hpp"
 
 namespace mproc {
@@ -447,6 +448,9 @@ std::shared_ptr<ValueLock> ValueLock::adopt(SharedMemory memory, std::size_t ali
                              std::to_string(count) + " element(s) of " +
                              std::to_string(element_bytes) + " bytes");
   auto* header = reinterpret_cast<Header*>(memory.data());
+  if (!detail::robust_mutex_type_matches(header->mutex, PTHREAD_MUTEX_RECURSIVE))
+    throw SerializationError("cannot decode a shared Value or Array: its lock is not one mproc "
+                             "made (a process wrote over it)");
   if (header->count != count)
     throw SerializationError("cannot decode a shared Value or Array: it was created with " +
                              std::to_string(header->count) + " element(s), not " +

@@ -12,6 +12,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -432,4 +433,44 @@ TEST_P(pool_test, a_queue_passed_as_a_task_argument_carries_items_back) {
   EXPECT_EQ(items.count("item 0"), 2u);
   EXPECT_EQ(items.count("item 49"), 2u);
   EXPECT_TRUE(queue.empty());
+}
+
+namespace {
+int busy_for_us(int us) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  while (std::chrono::steady_clock::now() < end) {
+  }
+  return us;
+}
+}  // namespace
+
+// Waiters drain the result rings themselves while they spin, and the pool's thread relies on
+// them meanwhile: whatever mix of short and long tasks, spinning and sleeping waiters, and
+// callback-only futures, every result arrives exactly once.
+TEST_P(pool_test, results_arrive_whoever_drains_them) {
+  Pool pool(options());
+  constexpr int threads = 3, per_thread = 300;
+  std::atomic<int> callbacks_run{0};
+  std::vector<mproc::Future<int>> callback_only;
+  std::vector<std::thread> waiters;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < threads; ++t) {
+    waiters.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        // 0 µs (caught while spinning) to 200 µs (after the waiter went to sleep).
+        const int us = ((i * 7 + t * 13) % 5) * 50;
+        if (pool.apply(busy_for_us, us) != us) ++wrong;
+      }
+    });
+  }
+  for (int i = 0; i < 200; ++i) {
+    callback_only.push_back(pool.apply_async(busy_for_us, (i % 3) * 30));
+    callback_only.back().then([&](const int&) { ++callbacks_run; },
+                              [&](std::exception_ptr) { ++wrong; });
+  }
+  for (auto& waiter : waiters) waiter.join();
+  pool.close();
+  pool.join();  // every callback has run by now, in whichever thread drained its result
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(callbacks_run.load(), 200);
 }

@@ -51,6 +51,23 @@ inline constexpr ReturnWhen ALL_COMPLETED = ReturnWhen::ALL_COMPLETED;
 
 namespace detail {
 
+/// What completes futures and can do some of that work in the thread that waits for one: a
+/// pool lets a waiter drain its workers' result rings itself, which saves the wake-ups of the
+/// pool's own thread and of the waiter (two sleeping hand-offs, ~20-45 µs each).
+class ProgressEngine {
+ public:
+  /// Completes whatever is ready now without blocking; true when it did anything. Must not
+  /// throw. May run completion callbacks of other futures in the calling thread.
+  virtual bool make_progress() noexcept = 0;
+  /// A thread starts spinning on make_progress() (the engine may then leave the work to it).
+  virtual void waiter_arrives() noexcept {}
+  /// It stops: `satisfied` when what it waited for is done, false when it goes to sleep.
+  virtual void waiter_leaves(bool /*satisfied*/) noexcept {}
+
+ protected:
+  ~ProgressEngine() = default;
+};
+
 /// Shared state of a task's result; completed exactly once by the pool (the first completion
 /// wins; later ones are ignored and return false).
 ///
@@ -97,6 +114,10 @@ class FutureStateBase {
   /// is already completed, cleared on completion. It is never called with the state's lock held.
   void set_canceller(std::function<bool()> canceller);
 
+  /// Lets waiters of this state make progress on `engine` while they spin (set before the
+  /// state is shared with other threads).
+  void set_progress_engine(std::weak_ptr<ProgressEngine> engine) noexcept { progress_ = std::move(engine); }
+
   /// Runs callback right after completion, in the completing thread, or at once in this thread
   /// when the state is already completed. Callbacks run exactly once, in the order they were
   /// added, never with the state's lock held. An exception a callback throws is reported on
@@ -137,6 +158,7 @@ class FutureStateBase {
   };
 
   bool spin_until_ready(std::chrono::steady_clock::time_point deadline) const noexcept;
+  bool spin_on_flag(std::chrono::steady_clock::time_point deadline) const noexcept;
   static void run_callback(const std::function<void()>& callback) noexcept;
 
   std::atomic<Status> status_{Status::pending};
@@ -150,6 +172,7 @@ class FutureStateBase {
   std::vector<Callback> callbacks_;
   std::uint64_t next_callback_id_ = 1;
   std::function<bool()> canceller_;
+  std::weak_ptr<ProgressEngine> progress_;
   std::mutex cancel_mutex_;  // serialises cancel() so concurrent calls agree on the outcome
 };
 
@@ -368,8 +391,9 @@ class Future {
   std::exception_ptr exception() const { return checked("exception").exception(); }
 
   /// Calls on_value(const T&) (on_value() for Future<void>) or on_error(std::exception_ptr)
-  /// once the result is ready, like Python's apply_async(callback=, error_callback=): in the
-  /// pool's thread right after completion, or at once in this thread when already done.
+  /// once the result is ready, like Python's apply_async(callback=, error_callback=): right
+  /// after completion, in the thread that delivered the result (the pool's thread, or a thread
+  /// waiting on a future of the pool), or at once in this thread when already done.
   /// Callbacks should be quick; what they throw is reported on stderr and ignored.
   /// Returns *this. Throws std::logic_error when the value was already moved out.
   template <class OnValue, class OnError>

@@ -92,7 +92,8 @@ struct TaskOptions {
   std::optional<unsigned> max_retries;              ///< overrides PoolOptions::max_retries
 };
 
-/// Progress of a map/imap, passed to its progress callback (from the pool's thread).
+/// Progress of a map/imap, passed to its progress callback (from the thread that delivers
+/// results: the pool's thread, or one waiting on a future of the pool).
 struct Progress {
   std::size_t done = 0;
   std::size_t total = 0;  ///< 0 when unknown (imap over an input of unknown length)
@@ -215,7 +216,7 @@ inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_
 
 /// What runs a Pool's tasks: worker processes on this machine (PoolCore, src/pool/) or the
 /// workers of MPI ranks (mproc::mpi). Every method may be called from any thread.
-class PoolEngine {
+class PoolEngine : public ProgressEngine {
  public:
   virtual ~PoolEngine() = default;
   virtual std::uint64_t submit(TaskRequest request) = 0;
@@ -227,6 +228,7 @@ class PoolEngine {
   virtual void join() = 0;
   virtual void terminate() = 0;
   virtual PoolStats stats() const = 0;
+  bool make_progress() noexcept override { return false; }
 };
 
 /// The engine of a Pool on this machine.
@@ -638,6 +640,7 @@ class Pool {
     static_assert(Serializable<Tuple>, "mproc::Pool: every task argument must be Serializable");
     static_assert(std::is_void_v<R> || Serializable<R>, "mproc::Pool: the task's result must be Serializable");
     auto state = std::make_shared<detail::FutureState<R>>();
+    state->set_progress_engine(engine_);
     detail::TaskRequest request;
     request.entry = detail::entry_id<&detail::apply_entry<Fn, Tuple>>();
     detail::append_task_callable(request.payload, static_cast<const Fn&>(f));
@@ -771,6 +774,7 @@ class Pool {
       chunksize = std::max<std::size_t>(1, (n + parts - 1) / parts);
     }
     auto state = std::make_shared<detail::FutureState<Value>>();
+    state->set_progress_engine(engine_);
     auto sink = std::make_shared<Sink>(n, state, std::move(options.progress));
     auto source = std::make_shared<detail::ItemsSource<Fn, T>>(static_cast<const Fn&>(f),
                                                                 std::shared_ptr<const std::vector<T>>(all));

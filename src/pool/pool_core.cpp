@@ -6,10 +6,11 @@
 //     │ TaskRequest                           each worker's pidfd and stderr pipe
 //     ▼                                       │
 //   submit() ──► pending_ ──dispatch──►  task ring (shm, SPSC) ──► worker process
-//     (mutex_)    (deque)   ≤ 2 per worker                          │ runs the entry the
-//                                                                   │ task names; publishes
+//     (mutex_)    (deque)   2..64 per worker                        │ runs the entry the
+//                           (by task length)                        │ task names; publishes
 //   Future ◄── sink ◄── drain_results() ◄── result ring (shm, SPSC) ◄┘ running_task in its
-//   (callbacks run here)                                               control block
+//   (callbacks run       (results_mutex_: the supervisor, or a          control block
+//    in the drainer)      thread spinning in Future::get)
 //
 //   worker dies ─► pidfd readable ─► handle_exit(): deliver what it finished, find the
 //   task it was running (control block), then: a chunk of several items is split in
@@ -20,7 +21,10 @@
 //
 // Wake-ups: a worker spins briefly and then sleeps on its task ring's futex; the
 // supervisor sleeps in epoll, and a worker writes the result eventfd only when the
-// supervisor announced it is going to sleep. Nothing blocks forever: every worker's end
+// supervisor announced it is going to sleep. A thread waiting on a future spins for a
+// while and drains the result rings itself meanwhile; the supervisor then leaves the
+// results to it (it asks for no wake-ups, and looks again within a millisecond), so a
+// round trip needs no sleeping hand-off at all. Nothing blocks forever: every worker's end
 // is seen through its pidfd, and every worker dies with this process (control channel).
 #include "pool/pool_core.hpp"
 
@@ -44,9 +48,17 @@ namespace mproc::detail {
 namespace {
 
 constexpr unsigned max_processes = 1024;
-constexpr std::size_t tasks_in_flight_per_worker = 2;
+// Tasks written to a worker's ring ahead of time. At least 2, so that a worker finds its
+// next task when it finishes one; more for short tasks, up to about queued_work_ns of work,
+// so that a stream of tiny tasks is not held back by the hand-offs; never so many that one
+// worker sits on work another could start (load balance, and what a crash sends back).
+constexpr std::size_t min_tasks_in_flight_per_worker = 2;
+constexpr std::size_t max_tasks_in_flight_per_worker = 64;
+constexpr std::uint64_t queued_work_ns = 200'000;
 constexpr std::size_t default_ring_capacity = std::size_t{4} << 20;
 constexpr std::size_t stderr_tail_bytes = 4096;
+// While a waiter spins on the result rings, the supervisor checks on them this often.
+constexpr int waiter_reliance_ms = 1;
 
 // epoll data: kind in the top byte, slot index below.
 enum EventKind : std::uint64_t { event_wake = 1, event_results = 2, event_exit = 3, event_stderr = 4 };
@@ -93,8 +105,11 @@ const char* worker_name_prefix(StartMethod method) {
 
 }  // namespace
 
-PoolCore::PoolCore(const PoolOptions& options)
-    : options_(options), processes_(checked_processes(options.processes)), ring_capacity_(default_ring_capacity) {
+PoolCore::PoolCore(const PoolOptions& options) : PoolCore(options, LaunchedChild{}) {}
+
+PoolCore::PoolCore(const PoolOptions& options, LaunchedChild zygote)
+    : options_(options), processes_(checked_processes(options.processes)), ring_capacity_(default_ring_capacity),
+      zygote_(std::move(zygote)) {
   if (options.task_timeout && *options.task_timeout <= std::chrono::nanoseconds::zero())
     throw std::invalid_argument("mproc::Pool: task_timeout must be positive");
   epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
@@ -109,7 +124,7 @@ PoolCore::PoolCore(const PoolOptions& options)
   if (options_.start_method == StartMethod::fork) {
     // The zygote is a copy of this process as it is now, made before the supervisor
     // thread exists; every worker, first and replacement, is forked from it.
-    zygote_ = start_zygote();
+    if (!zygote_.pidfd) zygote_ = start_zygote();
     track_parent_only_fd(zygote_.control.get());
     track_parent_only_fd(zygote_.pidfd.get());
   }
@@ -274,7 +289,7 @@ bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task) {
   header.flags = with_fds ? task_has_fds : 0;
   const std::size_t size = sizeof header + request.entry.module.size() + (in_overflow ? 0 : request.payload.size());
   std::byte* p = slot.tasks.try_begin_write(size);
-  if (!p) return false;  // cannot happen with a credit of 2 records of at most a quarter ring
+  if (!p) return false;  // the ring is full: the task waits in pending_ for the next result
   if (with_fds) {
     // The descriptors go first, on the worker's socket; the record that needs them follows.
     try {
@@ -295,7 +310,14 @@ bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task) {
   return true;
 }
 
+std::size_t PoolCore::credit_locked() const {
+  if (task_run_ns_average_ == 0) return min_tasks_in_flight_per_worker;
+  return std::clamp<std::size_t>(queued_work_ns / task_run_ns_average_, min_tasks_in_flight_per_worker,
+                                 max_tasks_in_flight_per_worker);
+}
+
 void PoolCore::dispatch_locked(Completions&) {
+  const std::size_t credit = credit_locked();
   while (!pending_.empty()) {
     std::uint64_t id = pending_.front();
     auto it = tasks_.find(id);
@@ -308,7 +330,7 @@ void PoolCore::dispatch_locked(Completions&) {
     // and dispatch runs again when that task's result arrives.
     Slot* best = nullptr;
     for (auto& slot : slots_) {
-      if (!slot->alive || slot->stop_sent || slot->assigned.size() >= tasks_in_flight_per_worker) continue;
+      if (!slot->alive || slot->stop_sent || slot->assigned.size() >= credit) continue;
       if (options_.max_tasks_per_child && slot->dispatched >= options_.max_tasks_per_child) continue;
       if (needs_overflow(*slot, it->second) && slot->task_overflow.busy()) continue;
       if (!best || slot->assigned.size() < best->assigned.size()) best = slot.get();
@@ -455,6 +477,66 @@ void PoolCore::break_pool_locked(const std::string& why, Completions& done) {
 
 // ----------------------------------------------------------------------------- results
 
+// Holds results_mutex_, and marks the thread as holding it: a completion callback that
+// waits on another future of this pool must not drain the rings again from inside a drain
+// (the consumer role is not re-entrant; std::mutex::try_lock by its owner is undefined).
+class PoolCore::ConsumerTurn {
+ public:
+  explicit ConsumerTurn(PoolCore& core) : core_(core), lock_(core.results_mutex_) { enter(); }
+  ConsumerTurn(PoolCore& core, std::try_to_lock_t) : core_(core) {
+    if (held_by_this_thread == &core) return;
+    lock_ = std::unique_lock(core.results_mutex_, std::try_to_lock);
+    if (lock_) enter();
+  }
+  ~ConsumerTurn() {
+    if (lock_) held_by_this_thread = previous_;
+  }
+  ConsumerTurn(const ConsumerTurn&) = delete;
+  ConsumerTurn& operator=(const ConsumerTurn&) = delete;
+  explicit operator bool() const noexcept { return lock_.owns_lock(); }
+
+ private:
+  void enter() {
+    previous_ = held_by_this_thread;
+    held_by_this_thread = &core_;
+  }
+  static thread_local const PoolCore* held_by_this_thread;
+  PoolCore& core_;
+  std::unique_lock<std::mutex> lock_;
+  const PoolCore* previous_ = nullptr;
+};
+thread_local const PoolCore* PoolCore::ConsumerTurn::held_by_this_thread = nullptr;
+
+void PoolCore::waiter_arrives() noexcept {
+  spinning_waiters_.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void PoolCore::waiter_leaves(bool satisfied) noexcept {
+  // Dekker-style with the supervisor's sleep: it stores "relies" then loads the count; we
+  // store the count then load "relies". In the total order of seq_cst operations, either it
+  // sees this waiter gone (and asks workers to wake it), or we see that it relies on us.
+  // A waiter that got what it waited for does not wake it: the supervisor looks again
+  // within waiter_reliance_ms anyway, and in a loop of apply() the next waiter is already
+  // on its way. One that goes to sleep must, or its own result could wait that long.
+  waiter_satisfied_at_.store(satisfied ? monotonic_ns() : 0, std::memory_order_relaxed);
+  if (spinning_waiters_.fetch_sub(1, std::memory_order_seq_cst) == 1 && !satisfied &&
+      supervisor_relies_on_waiters_.load(std::memory_order_seq_cst))
+    wake_supervisor();
+}
+
+bool PoolCore::make_progress() noexcept {
+  ConsumerTurn turn(*this, std::try_to_lock);
+  if (!turn) return false;
+  bool any = false;
+  try {
+    for (auto& slot : slots_)
+      if (slot->alive && drain_results(*slot)) any = true;
+  } catch (...) {
+    // Out of memory while delivering: the supervisor will try again.
+  }
+  return any;
+}
+
 std::exception_ptr PoolCore::exception_from_result(const Task& task, const Slot& slot,
                                                    std::span<const std::byte> payload) {
   try {
@@ -535,6 +617,9 @@ bool PoolCore::drain_results(Slot& slot) {
       auto pos = std::find(slot.assigned.begin(), slot.assigned.end(), header.task_id);
       if (pos != slot.assigned.end()) slot.assigned.erase(pos);
       consecutive_initializer_failures_ = 0;  // a worker got past its initializer
+      // A moving average over about the last 8 tasks (at least 1 ns: 0 means "not measured").
+      task_run_ns_average_ = std::max<std::uint64_t>(
+          1, task_run_ns_average_ ? (7 * task_run_ns_average_ + header.run_ns) / 8 : header.run_ns);
       dispatch_locked(done);
     }
     if (sink) {
@@ -636,6 +721,7 @@ void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, 
 }
 
 void PoolCore::handle_exit(Slot& slot) {
+  ConsumerTurn turn(*this);
   drain_results(slot);  // what it finished before dying is delivered
   read_stderr(slot);
   const int exit_code = reap_child(slot.child);
@@ -743,7 +829,10 @@ bool PoolCore::finished_locked() const {
 void PoolCore::supervise() {
   epoll_event events[64];
   for (;;) {
-    for (auto& slot : slots_) drain_results(*slot);
+    {
+      ConsumerTurn turn(*this);
+      for (auto& slot : slots_) drain_results(*slot);
+    }
     int timeout_ms;
     {
       std::lock_guard lock(mutex_);
@@ -752,20 +841,34 @@ void PoolCore::supervise() {
       if (finished_locked()) break;
       timeout_ms = check_timeouts_locked();
     }
-    // Announce sleep, then look once more: a result published in between is not missed.
     bool pending_results = false;
-    for (auto& slot : slots_) {
-      if (!slot->alive) continue;
-      slot->results.prepare_to_sleep();
-      if (slot->results.try_read()) pending_results = true;
+    supervisor_relies_on_waiters_.store(true, std::memory_order_seq_cst);
+    const std::int64_t satisfied_at = waiter_satisfied_at_.load(std::memory_order_relaxed);
+    const bool rely_on_waiters = spinning_waiters_.load(std::memory_order_seq_cst) > 0 ||
+                                 (satisfied_at != 0 && monotonic_ns() - satisfied_at < waiter_reliance_ms * 1'000'000);
+    if (rely_on_waiters) {
+      if (timeout_ms < 0 || timeout_ms > waiter_reliance_ms) timeout_ms = waiter_reliance_ms;
+    } else {
+      supervisor_relies_on_waiters_.store(false, std::memory_order_relaxed);
+      // Announce sleep, then look once more: a result published in between is not missed.
+      ConsumerTurn turn(*this);
+      for (auto& slot : slots_) {
+        if (!slot->alive) continue;
+        slot->results.prepare_to_sleep();
+        if (slot->results.try_read()) pending_results = true;
+      }
     }
     int n = 0;
     if (!pending_results) {
       n = ::epoll_wait(epoll_.get(), events, 64, timeout_ms);
       if (n < 0 && errno != EINTR) std::perror("mproc pool supervisor: epoll_wait");
     }
-    for (auto& slot : slots_)
-      if (slot->alive) slot->results.cancel_sleep();
+    supervisor_relies_on_waiters_.store(false, std::memory_order_relaxed);
+    if (!rely_on_waiters) {
+      ConsumerTurn turn(*this);
+      for (auto& slot : slots_)
+        if (slot->alive) slot->results.cancel_sleep();
+    }
     std::vector<unsigned> exited;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t kind = events[i].data.u64 >> 56;
@@ -784,5 +887,8 @@ void PoolCore::supervise() {
 // ----------------------------------------------------------------------------- the C++ API's hooks
 
 std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options) { return std::make_shared<PoolCore>(options); }
+std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options, LaunchedChild zygote) {
+  return std::make_shared<PoolCore>(options, std::move(zygote));
+}
 
 }  // namespace mproc::detail

@@ -1,6 +1,7 @@
 // src/pool/pool_core.hpp — the engine behind mproc::Pool (see pool_core.cpp for the picture).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -27,6 +28,9 @@ namespace mproc::detail {
 class PoolCore final : public PoolEngine {
  public:
   explicit PoolCore(const PoolOptions& options);
+  /// With the fork start method, forks workers from `zygote`, a zygote (start_zygote())
+  /// made earlier by this process — e.g. by an MPI agent before MPI_Init.
+  PoolCore(const PoolOptions& options, LaunchedChild zygote);
   ~PoolCore();
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
@@ -39,6 +43,10 @@ class PoolCore final : public PoolEngine {
   void terminate() override;
   PoolStats stats() const override;
   unsigned processes() const override { return processes_; }
+  /// Drains the result rings in the calling thread when no other thread is doing it.
+  bool make_progress() noexcept override;
+  void waiter_arrives() noexcept override;
+  void waiter_leaves(bool satisfied) noexcept override;
 
  private:
   enum class State { running, closed, terminated, broken };
@@ -81,11 +89,13 @@ class PoolCore final : public PoolEngine {
   using Completions = std::vector<Completion>;
 
   void launch_worker_locked(Slot& slot);
+  std::size_t credit_locked() const;
   void dispatch_locked(Completions& done);
   bool needs_overflow(const Slot& slot, const Task& task) const;
   bool write_task_locked(Slot& slot, std::uint64_t id, Task& task);
   void send_stop_locked(Slot& slot);
-  bool drain_results(Slot& slot);
+  class ConsumerTurn;
+  bool drain_results(Slot& slot);  // with a ConsumerTurn
   void handle_exit(Slot& slot);
   void fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, Completions& done);
   void break_pool_locked(const std::string& why, Completions& done);
@@ -103,6 +113,10 @@ class PoolCore final : public PoolEngine {
   const unsigned processes_;
   const std::size_t ring_capacity_;
 
+  // The consumer role of every result ring, and with it the delivery of results: taken by
+  // the supervisor, or by a thread waiting on a future (make_progress). Sinks and user
+  // callbacks therefore run one at a time. Order: results_mutex_ before mutex_.
+  std::mutex results_mutex_;
   mutable std::mutex mutex_;
   State state_ = State::running;
   std::uint64_t next_id_ = 0;
@@ -111,6 +125,7 @@ class PoolCore final : public PoolEngine {
   std::vector<std::unique_ptr<Slot>> slots_;
   PoolStats stats_;
   unsigned consecutive_initializer_failures_ = 0;
+  std::uint64_t task_run_ns_average_ = 0;  // 0 until a task reported its run time
   std::string broken_reason_;
 
   LaunchedChild zygote_;  // fork start method
@@ -118,7 +133,20 @@ class PoolCore final : public PoolEngine {
   UniqueFd wake_event_;     // submitters → supervisor
   UniqueFd result_event_;   // workers → supervisor (only when it sleeps)
   std::thread supervisor_;
+  // Threads spinning in make_progress(). While there are any, the supervisor does not ask
+  // workers to wake it for results (a wake-up per result costs more than the result): it
+  // relies on them, and looks again after at most waiter_reliance_ms — or at once when the
+  // last of them gives up and goes to sleep. (seq_cst pairs: see waiter_leaves.)
+  std::atomic<unsigned> spinning_waiters_{0};
+  std::atomic<bool> supervisor_relies_on_waiters_{false};
+  // When a waiter last left with its result (CLOCK_MONOTONIC ns; 0 after one gave up): in a
+  // loop of apply() the next waiter comes within microseconds, and a supervisor that asked
+  // for wake-ups in between would be woken by every result.
+  std::atomic<std::int64_t> waiter_satisfied_at_{0};
   std::mutex join_mutex_;
 };
+
+/// The engine of a local pool whose fork-method workers come from `zygote` (see above).
+std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options, LaunchedChild zygote);
 
 }  // namespace mproc::detail

@@ -103,7 +103,8 @@ class Worker {
 
       // From here on a death is this task's: it is marked running before anything of it
       // (even mapping a large argument) can fail.
-      control_->running_since.store(monotonic_ns(), std::memory_order_relaxed);
+      const std::int64_t started = monotonic_ns();
+      control_->running_since.store(started, std::memory_order_relaxed);
       control_->running_task.store(header.task_id, std::memory_order_release);
       out.clear();
       ResultKind kind;
@@ -127,7 +128,7 @@ class Worker {
       }
       if (in_overflow) task_overflow_.release();
       tasks_.pop();
-      send_result(header.task_id, kind, out);
+      send_result(header.task_id, kind, out, static_cast<std::uint64_t>(monotonic_ns() - started));
       control_->running_task.store(0, std::memory_order_release);
       auto done = control_->tasks_done.fetch_add(1, std::memory_order_relaxed) + 1;
       // A task that hit the memory limit, or left this worker holding more than the limit
@@ -139,8 +140,9 @@ class Worker {
   }
 
  private:
-  void send_result(std::uint64_t task_id, ResultKind kind, const std::vector<std::byte>& payload) {
-    ResultRecordHeader header{task_id, static_cast<std::uint32_t>(kind), 0, payload.size()};
+  void send_result(std::uint64_t task_id, ResultKind kind, const std::vector<std::byte>& payload,
+                   std::uint64_t run_ns) {
+    ResultRecordHeader header{task_id, static_cast<std::uint32_t>(kind), 0, payload.size(), run_ns};
     std::size_t size = sizeof header + payload.size();
     const bool in_overflow = size > results_.max_record_size();
     if (in_overflow) {

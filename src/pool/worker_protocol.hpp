@@ -72,6 +72,7 @@ struct ResultRecordHeader {
   std::uint32_t kind;   // ResultKind
   std::uint32_t flags;  // result_in_overflow: the payload waits in the result overflow segment
   std::uint64_t payload_length;
+  std::uint64_t run_ns;  // how long the task ran: the pool sizes each worker's queue by it
 };
 
 inline constexpr std::uint32_t result_in_overflow = 1;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -129,6 +130,22 @@ std::shared_ptr<SyncSegment> attach_sync(int fd, SyncKind expected) {
   const std::size_t needed = sync_state_size(actual, segment.data(), segment.size());
   if (needed == 0 || segment.size() < needed)
     throw SerializationError(what + "its shared state is malformed");
+  const pthread_mutex_t* mutex = nullptr;
+  int mutex_type = PTHREAD_MUTEX_ERRORCHECK;
+  if (actual == SyncKind::lock || actual == SyncKind::rlock) {
+    mutex = &reinterpret_cast<const LockState*>(segment.data())->mutex;
+    if (actual == SyncKind::rlock) mutex_type = PTHREAD_MUTEX_RECURSIVE;
+  } else if (actual == SyncKind::barrier) {
+    mutex = &reinterpret_cast<const BarrierState*>(segment.data())->mutex;
+  }
+  if (mutex && !robust_mutex_type_matches(*mutex, mutex_type))
+    throw SerializationError(what + "its mutex is not one mproc made (a process wrote over it)");
+  if (actual == SyncKind::semaphore || actual == SyncKind::bounded_semaphore) {
+    const auto* state = reinterpret_cast<const SemaphoreState*>(segment.data());
+    const std::uint32_t max_count = state->max_count;
+    if (max_count > INT_MAX || state->count.load(std::memory_order_relaxed) > max_count)
+      throw SerializationError(what + "its count is beyond its bound (a process wrote over it)");
+  }
   return std::make_shared<SyncSegment>(std::move(segment), actual);
 }
 
@@ -161,6 +178,36 @@ void init_robust_mutex(pthread_mutex_t& mutex, int type) {
   if (rc == 0) rc = ::pthread_mutex_init(&mutex, &attributes);
   ::pthread_mutexattr_destroy(&attributes);
   if (rc != 0) throw_errno(rc, "cannot initialize a robust process-shared mutex");
+}
+
+bool robust_mutex_type_matches(const pthread_mutex_t& mutex, int type) noexcept {
+#if defined(__GLIBC__)
+  // The type word a fresh mutex of each type gets here (robust, process-shared, maybe elision
+  // flags), computed once per type.
+  auto fresh_kind = [](int t) {
+    pthread_mutex_t probe;
+    try {
+      init_robust_mutex(probe, t);
+    } catch (...) {
+      return -1;
+    }
+    const int kind = probe.__data.__kind;
+    ::pthread_mutex_destroy(&probe);
+    return kind;
+  };
+  static const int normal = fresh_kind(PTHREAD_MUTEX_NORMAL);
+  static const int errorcheck = fresh_kind(PTHREAD_MUTEX_ERRORCHECK);
+  static const int recursive = fresh_kind(PTHREAD_MUTEX_RECURSIVE);
+  const int expected = type == PTHREAD_MUTEX_ERRORCHECK  ? errorcheck
+                       : type == PTHREAD_MUTEX_RECURSIVE ? recursive
+                                                         : normal;
+  const int kind = __atomic_load_n(&mutex.__data.__kind, __ATOMIC_RELAXED);
+  return expected != -1 && kind == expected;
+#else
+  (void)mutex;
+  (void)type;
+  return true;
+#endif
 }
 
 namespace {

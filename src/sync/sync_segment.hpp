@@ -155,6 +155,12 @@ enum class LockResult { acquired, owner_died, timed_out };
 /// Initializes `mutex` as process-shared and robust, of pthread `type`.
 /// Throws std::system_error.
 void init_robust_mutex(pthread_mutex_t& mutex, int type);
+/// Whether `mutex`, found in a segment another process handed over, is what
+/// init_robust_mutex(mutex, type) made. glibc dispatches on the mutex's type word (lock
+/// elision, priority inheritance, ...) before anything else, so garbage there crashes the
+/// first lock call (SIGILL, found by tests/fuzz/fuzz_segments): decoders refuse such a segment.
+/// True where the C library's layout is unknown (not glibc).
+bool robust_mutex_type_matches(const pthread_mutex_t& mutex, int type) noexcept;
 /// Takes `mutex` before `deadline` (no_deadline: blocks). A mutex whose holder died is made
 /// consistent and reported as owner_died. Throws std::logic_error (naming `type_name`) when the
 /// calling thread holds an error-checking mutex already, std::system_error on other failures.
