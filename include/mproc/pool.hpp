@@ -643,12 +643,13 @@ class Pool {
     state->set_progress_engine(engine_);
     detail::TaskRequest request;
     request.entry = detail::entry_id<&detail::apply_entry<Fn, Tuple>>();
+    request.payload.reserve(64);
     detail::append_task_callable(request.payload, static_cast<const Fn&>(f));
     {
       detail::FdSink fds;  // allocated on the heap only when an argument has descriptors
       {
         detail::ScopedFdSink collect(fds);
-        detail::append_part(request.payload, Tuple(std::forward<Args>(args)...));
+        (detail::append_argument<Args>(request.payload, args), ...);
       }
       if (!fds.empty()) request.fds = std::make_shared<detail::FdSink>(std::move(fds));
     }

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "adaptive_mutex.hpp"
 #include "launch/launcher.hpp"
 #include "mproc/pool.hpp"
 #include "pool/overflow.hpp"
@@ -117,7 +118,7 @@ class PoolCore final : public PoolEngine {
   // the supervisor, or by a thread waiting on a future (make_progress). Sinks and user
   // callbacks therefore run one at a time. Order: results_mutex_ before mutex_.
   std::mutex results_mutex_;
-  mutable std::mutex mutex_;
+  mutable AdaptiveMutex mutex_;
   State state_ = State::running;
   std::uint64_t next_id_ = 0;
   std::unordered_map<std::uint64_t, Task> tasks_;

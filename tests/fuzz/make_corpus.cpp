@@ -279,6 +279,16 @@ Bytes task_payload(const Args& args) {
   return out;
 }
 
+// An apply task: each argument is its own part (append_argument), as Pool::apply_async writes it.
+template <class... Args>
+Bytes apply_payload(const Args&... args) {
+  using namespace mproc::detail;
+  Bytes out;
+  append_task_callable(out, [] {});
+  (append_argument<Args>(out, args), ...);
+  return out;
+}
+
 Bytes remote(const char* type_id, const char* type_name, const char* what) {
   return mproc::serialize(mproc::detail::RemoteException{type_id, type_name, what, "#0 f() at f.cpp:1\n"});
 }
@@ -292,9 +302,9 @@ void pool_records_corpus() {
     append_part(parts, std::vector<int>{1, 2, 3});
     pool_seed("0-parts", 0, 0, parts);
   }
-  pool_seed("1-apply", 1, 0, task_payload(std::make_tuple(7, std::string("seven"))));
-  pool_seed("2-apply-vector", 2, 0, task_payload(std::make_tuple(std::vector<int>{1, 2, 3})));
-  pool_seed("3-apply-void", 3, 0, task_payload(std::make_tuple(std::string("void"))));
+  pool_seed("1-apply", 1, 0, apply_payload(7, std::string("seven")));
+  pool_seed("2-apply-vector", 2, 0, apply_payload(std::vector<int>{1, 2, 3}));
+  pool_seed("3-apply-void", 3, 0, apply_payload(std::string("void")));
   pool_seed("4-map", 4, 0, task_payload(std::vector<int>{1, 2, 3, 4}));
   pool_seed("5-starmap", 5, 0, task_payload(std::vector<std::tuple<int, int>>{{1, 2}, {3, 4}}));
   pool_seed("6-map-strings", 6, 0, task_payload(std::vector<std::string>{"a", "bc"}));

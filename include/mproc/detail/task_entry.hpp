@@ -125,11 +125,30 @@ void append_task_callable(std::vector<std::byte>& out, const F& f) {
   }
 }
 
-/// apply: one call with a tuple of arguments.
+/// Encodes one argument of a task as its own part, straight from the caller's object (no
+/// copy into a tuple first: for a large argument that copy would be a fresh allocation).
+template <class Arg, class T>
+void append_argument(std::vector<std::byte>& out, const T& arg) {
+  using Stored = std::decay_t<Arg>;
+  if constexpr (std::is_same_v<Stored, const char*> || std::is_same_v<Stored, char*>)
+    append_part(out, std::string(arg));  // stored as a std::string (see stored_arg_t)
+  else
+    append_part(out, static_cast<const Stored&>(arg));
+}
+
+/// Decodes the arguments that append_argument encoded, one part each, in order.
+template <class Tuple, std::size_t... I>
+Tuple take_arguments(std::span<const std::byte>& payload, std::index_sequence<I...>) {
+  // Braced initialisation evaluates left to right: the parts are taken in order.
+  return Tuple{deserialize<std::tuple_element_t<I, Tuple>>(take_part(payload))...};
+}
+
+/// apply: one call with a tuple of arguments, each encoded as its own part.
 template <class F, class Tuple>
 ResultKind apply_entry(std::span<const std::byte> payload, std::vector<std::byte>& out) {
   F f = task_callable<F>(payload);
-  auto args = deserialize<Tuple>(take_part(payload));
+  auto args = take_arguments<Tuple>(payload, std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+  if (!payload.empty()) throw SerializationError("task payload has bytes after its arguments");
   using R = decltype(std::apply(f, std::move(args)));
   if constexpr (std::is_void_v<R>) {
     std::apply(f, std::move(args));
