@@ -265,6 +265,9 @@ class FutureSink final : public TaskSink {
       state_->set_value_bytes(payload);
     } else {
       try {
+        if (kind != ResultKind::exception)
+          throw SerializationError("a task's result has an unknown kind " +
+                                   std::to_string(static_cast<std::uint32_t>(kind)));
         state_->set_exception(rebuild_exception(deserialize<RemoteException>(payload)));
       } catch (...) {
         state_->set_exception(std::current_exception());
@@ -328,8 +331,11 @@ class ItemResults {
         else
           throw SerializationError("a chunk result's error indices are out of order");
       }
-    } else {
+    } else if (kind == ResultKind::exception) {
       fail(task, rebuild_exception(deserialize<RemoteException>(payload)));
+    } else {
+      throw SerializationError("a chunk's result has an unknown kind " +
+                               std::to_string(static_cast<std::uint32_t>(kind)));
     }
   }
   void fail(const TaskRef& task, std::exception_ptr error) {

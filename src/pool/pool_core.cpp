@@ -43,6 +43,7 @@
 #include <stdexcept>
 
 #include "fd_passing.hpp"
+#include "pool/records.hpp"
 
 namespace mproc::detail {
 namespace {
@@ -570,22 +571,17 @@ bool PoolCore::drain_results(Slot& slot) {
     }
     if (!record) return any;
     any = true;
-    ResultRecordHeader header;
-    bool well_formed = record->size() >= sizeof header;
-    bool in_overflow = false;
-    if (well_formed) {
-      std::memcpy(&header, record->data(), sizeof header);
-      in_overflow = (header.flags & result_in_overflow) != 0;
-      well_formed = sizeof header + (in_overflow ? 0 : header.payload_length) == record->size();
-    }
+    ResultRecord result;
     std::span<const std::byte> payload;
+    bool well_formed = true;
     try {
-      if (well_formed)
-        payload = in_overflow ? slot.result_overflow.read(header.payload_length)
-                              : record->subspan(sizeof header, header.payload_length);
+      result = decode_result_record(*record);
+      payload = result.in_overflow ? slot.result_overflow.read(result.header.payload_length) : result.inline_payload;
     } catch (const std::exception&) {
       well_formed = false;
     }
+    const ResultRecordHeader& header = result.header;
+    const bool in_overflow = result.in_overflow;
     if (!well_formed) {
       // A worker that writes malformed records cannot be trusted with more work.
       std::lock_guard lock(mutex_);

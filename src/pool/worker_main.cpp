@@ -18,6 +18,7 @@
 #include "mproc/detail/fd_transfer.hpp"
 #include "mproc/detail/task_entry.hpp"
 #include "pool/overflow.hpp"
+#include "pool/records.hpp"
 #include "pool/worker_protocol.hpp"
 #include "shm_segment.hpp"
 #include "spsc_ring.hpp"
@@ -89,17 +90,13 @@ class Worker {
       tasks_.wait_readable(std::chrono::nanoseconds(-1));
       auto record = tasks_.try_read();
       if (!record) continue;
-      TaskRecordHeader header;
-      if (record->size() < sizeof header) throw SerializationError("task record shorter than its header");
-      std::memcpy(&header, record->data(), sizeof header);
-      if (header.kind == TaskRecordKind::stop) {
+      const TaskRecord task = decode_task_record(*record);
+      const TaskRecordHeader& header = task.header;
+      if (task.stop) {
         tasks_.pop();
         finish(WorkerExit::stopped, 0);
       }
-      const bool in_overflow = header.kind == TaskRecordKind::task_overflow;
-      if (sizeof header + header.module_length + (in_overflow ? 0 : header.payload_length) != record->size())
-        throw SerializationError("task record length does not match its header");
-      std::string_view module(reinterpret_cast<const char*>(record->data() + sizeof header), header.module_length);
+      const bool in_overflow = task.in_overflow;
 
       // From here on a death is this task's: it is marked running before anything of it
       // (even mapping a large argument) can fail.
@@ -109,8 +106,7 @@ class Worker {
       out.clear();
       ResultKind kind;
       try {
-        auto payload = in_overflow ? task_overflow_.read(header.payload_length)
-                                   : record->subspan(sizeof header + header.module_length, header.payload_length);
+        auto payload = in_overflow ? task_overflow_.read(header.payload_length) : task.inline_payload;
         FdSource fds;
         if (header.flags & task_has_fds) {
           Frame frame;
@@ -120,7 +116,7 @@ class Worker {
           fds = FdSource(std::move(numbers));
         }
         ScopedFdSource use_fds(fds);
-        kind = reinterpret_cast<TaskEntry>(resolve_function_cached(module, header.entry_offset))(payload, out);
+        kind = reinterpret_cast<TaskEntry>(resolve_function_cached(task.module, header.entry_offset))(payload, out);
       } catch (...) {
         out.clear();
         serialize_to(out, capture_current_exception());

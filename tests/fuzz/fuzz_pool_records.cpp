@@ -2,7 +2,8 @@
 // exchange. Worker side: a task's parts (take_part) and the entries that decode them
 // (apply_entry, map_chunk_entry). Parent side: a result's bytes as a Future (FutureSink), as
 // a map chunk's items (ItemResults::store: values, ChunkOutcome), as a RemoteException and
-// the exception rebuilt from it; a FunctionId resolved in the main executable.
+// the exception rebuilt from it; a FunctionId resolved in the main executable; the task and
+// result records of a worker's rings (src/pool/records.cpp, what the worker and the pool run).
 //
 // Input: byte 0 picks the case, byte 1 a result kind / item count, the rest is the payload.
 // Every failure must be a SerializationError (ItemResults/FutureSink turn it into the task's
@@ -18,6 +19,7 @@
 
 #include "mproc/detail/task_entry.hpp"
 #include "mproc/pool.hpp"
+#include "pool/records.hpp"
 
 namespace {
 
@@ -137,13 +139,37 @@ void function_id(Bytes payload) {
   }
 }
 
+// A ring record: decoded, or refused with SerializationError; what is decoded lies inside it.
+void ring_record(bool task_ring, Bytes record) {
+  try {
+    if (task_ring) {
+      const TaskRecord task = decode_task_record(record);
+      if (task.stop) return;
+      const auto* begin = reinterpret_cast<const std::byte*>(record.data());
+      const auto* module = reinterpret_cast<const std::byte*>(task.module.data());
+      if (module < begin || module + task.module.size() > begin + record.size()) finding("module name outside the record");
+      if (!task.in_overflow && (task.inline_payload.data() < begin ||
+                                task.inline_payload.data() + task.inline_payload.size() > begin + record.size() ||
+                                task.inline_payload.size() != task.header.payload_length))
+        finding("task payload outside the record");
+    } else {
+      const ResultRecord result = decode_result_record(record);
+      if (!result.in_overflow && (result.inline_payload.size() != result.header.payload_length ||
+                                  result.inline_payload.data() + result.inline_payload.size() !=
+                                      record.data() + record.size()))
+        finding("result payload outside the record");
+    }
+  } catch (const mproc::SerializationError&) {
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
   const std::uint8_t control = data[1];
   const Bytes payload(reinterpret_cast<const std::byte*>(data + 2), size - 2);
-  switch (data[0] % 14) {
+  switch (data[0] % 16) {
     case 0: parts(payload); break;
     case 1: run_entry(apply_entry<decltype(concat), std::tuple<int, std::string>>, payload); break;
     case 2: run_entry(apply_entry<decltype(sum), std::tuple<std::vector<int>>>, payload); break;
@@ -158,6 +184,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 11: future_sink<std::vector<int>>(control, payload); break;
     case 12: remote_exception(payload); break;
     case 13: function_id(payload); break;
+    case 14: ring_record(true, payload); break;
+    case 15: ring_record(false, payload); break;
   }
   return 0;
 }

@@ -302,6 +302,40 @@ void pool_records_corpus() {
     append_part(parts, std::vector<int>{1, 2, 3});
     pool_seed("0-parts", 0, 0, parts);
   }
+  {
+    using namespace mproc::detail;
+    // Ring records as the pool and the worker write them.
+    TaskRecordHeader task{};
+    task.task_id = 7;
+    task.entry_offset = 0x1234;
+    task.module_length = 3;
+    task.kind = TaskRecordKind::task;
+    task.payload_length = 4;
+    Bytes record(sizeof task);
+    std::memcpy(record.data(), &task, sizeof task);
+    for (char c : std::string("lib")) record.push_back(static_cast<std::byte>(c));
+    for (int i = 0; i < 4; ++i) record.push_back(std::byte{0x2a});
+    pool_seed("14-task-record", 14, 0, record);
+    task.kind = TaskRecordKind::task_overflow;
+    task.payload_length = 1 << 20;
+    record.resize(sizeof task + 3);
+    std::memcpy(record.data(), &task, sizeof task);
+    pool_seed("14-task-record-overflow", 14, 0, record);
+    task.kind = TaskRecordKind::stop;
+    record.resize(sizeof task);
+    std::memcpy(record.data(), &task, sizeof task);
+    pool_seed("14-task-record-stop", 14, 0, record);
+    ResultRecordHeader result{7, static_cast<std::uint32_t>(ResultKind::value), 0, 4, 1500};
+    record.assign(sizeof result, std::byte{0});
+    std::memcpy(record.data(), &result, sizeof result);
+    for (int i = 0; i < 4; ++i) record.push_back(std::byte{0x31});
+    pool_seed("15-result-record", 15, 0, record);
+    result.flags = result_in_overflow;
+    result.payload_length = 1 << 24;
+    record.resize(sizeof result);
+    std::memcpy(record.data(), &result, sizeof result);
+    pool_seed("15-result-record-overflow", 15, 0, record);
+  }
   pool_seed("1-apply", 1, 0, apply_payload(7, std::string("seven")));
   pool_seed("2-apply-vector", 2, 0, apply_payload(std::vector<int>{1, 2, 3}));
   pool_seed("3-apply-void", 3, 0, apply_payload(std::string("void")));
