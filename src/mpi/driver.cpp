@@ -28,6 +28,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "exclusive_turn.hpp"
 #include "futex.hpp"
 #include "mpi/runtime.hpp"
 #include "mpi/wire.hpp"
@@ -256,34 +257,10 @@ class DriverEngine final : public mproc::detail::PoolEngine {
 
   // The consumer role (MPI calls, running sinks) is held by one thread at a time, and never
   // re-entered by the thread holding it (a callback that waits on another future).
-  class Turn {
+  class Turn : public mproc::detail::ExclusiveTurn {
    public:
-    explicit Turn(DriverEngine& engine) : engine_(engine) {
-      if (held_by_this_thread == &engine) return;
-      lock_ = std::unique_lock(engine.turn_mutex_);
-      enter();
-    }
-    Turn(DriverEngine& engine, std::try_to_lock_t) : engine_(engine) {
-      if (held_by_this_thread == &engine) return;
-      lock_ = std::unique_lock(engine.turn_mutex_, std::try_to_lock);
-      if (lock_) enter();
-    }
-    ~Turn() {
-      if (lock_) held_by_this_thread = previous_;
-    }
-    Turn(const Turn&) = delete;
-    Turn& operator=(const Turn&) = delete;
-    explicit operator bool() const noexcept { return lock_.owns_lock(); }
-
-   private:
-    void enter() {
-      previous_ = held_by_this_thread;
-      held_by_this_thread = &engine_;
-    }
-    static thread_local const DriverEngine* held_by_this_thread;
-    DriverEngine& engine_;
-    std::unique_lock<std::mutex> lock_;
-    const DriverEngine* previous_ = nullptr;
+    explicit Turn(DriverEngine& engine) : ExclusiveTurn(engine.turn_mutex_, &engine) {}
+    Turn(DriverEngine& engine, std::try_to_lock_t) : ExclusiveTurn(engine.turn_mutex_, &engine, std::try_to_lock) {}
   };
 
   void wake_locked() {
@@ -581,7 +558,6 @@ class DriverEngine final : public mproc::detail::PoolEngine {
   std::mutex join_mutex_;
 };
 
-thread_local const DriverEngine* DriverEngine::Turn::held_by_this_thread = nullptr;
 
 AgentConfig config_of(const PoolOptions& options) {
   AgentConfig config;

@@ -43,6 +43,7 @@
 #include <stdexcept>
 
 #include "fd_passing.hpp"
+#include "exclusive_turn.hpp"
 #include "pool/records.hpp"
 
 namespace mproc::detail {
@@ -478,35 +479,13 @@ void PoolCore::break_pool_locked(const std::string& why, Completions& done) {
 
 // ----------------------------------------------------------------------------- results
 
-// Holds results_mutex_, and marks the thread as holding it: a completion callback that
-// waits on another future of this pool must not drain the rings again from inside a drain
-// (the consumer role is not re-entrant; std::mutex::try_lock by its owner is undefined).
-class PoolCore::ConsumerTurn {
+// Holds the consumer role of the result rings (see ExclusiveTurn: a callback that waits on
+// another future of this pool does not drain again from inside a drain).
+class PoolCore::ConsumerTurn : public ExclusiveTurn {
  public:
-  explicit ConsumerTurn(PoolCore& core) : core_(core), lock_(core.results_mutex_) { enter(); }
-  ConsumerTurn(PoolCore& core, std::try_to_lock_t) : core_(core) {
-    if (held_by_this_thread == &core) return;
-    lock_ = std::unique_lock(core.results_mutex_, std::try_to_lock);
-    if (lock_) enter();
-  }
-  ~ConsumerTurn() {
-    if (lock_) held_by_this_thread = previous_;
-  }
-  ConsumerTurn(const ConsumerTurn&) = delete;
-  ConsumerTurn& operator=(const ConsumerTurn&) = delete;
-  explicit operator bool() const noexcept { return lock_.owns_lock(); }
-
- private:
-  void enter() {
-    previous_ = held_by_this_thread;
-    held_by_this_thread = &core_;
-  }
-  static thread_local const PoolCore* held_by_this_thread;
-  PoolCore& core_;
-  std::unique_lock<std::mutex> lock_;
-  const PoolCore* previous_ = nullptr;
+  explicit ConsumerTurn(PoolCore& core) : ExclusiveTurn(core.results_mutex_, &core) {}
+  ConsumerTurn(PoolCore& core, std::try_to_lock_t) : ExclusiveTurn(core.results_mutex_, &core, std::try_to_lock) {}
 };
-thread_local const PoolCore* PoolCore::ConsumerTurn::held_by_this_thread = nullptr;
 
 void PoolCore::waiter_arrives() noexcept {
   spinning_waiters_.fetch_add(1, std::memory_order_seq_cst);
