@@ -53,15 +53,21 @@ def normalise(name):
 
 
 def load_python(results_dir):
-    """{(figure, impl): record}."""
+    """{(figure, impl): record}: bench_cpython.py's lines (cpython*.jsonl) and
+    bench_mpi4py.py's (mpi4py.jsonl, impl "mpi4py.futures")."""
     found = {}
-    for path in sorted(glob.glob(os.path.join(results_dir, "cpython*.jsonl"))):
+    paths = sorted(glob.glob(os.path.join(results_dir, "cpython*.jsonl")))
+    paths += sorted(glob.glob(os.path.join(results_dir, "mpi4py*.jsonl")))
+    for path in paths:
         with open(path) as f:
             for line in f:
                 line = line.strip()
                 if line.startswith("{"):
-                    r = json.loads(line)
-                    found[(r["figure"], r["impl"])] = r
+                    try:
+                        r = json.loads(line)
+                        found[(r["figure"], r["impl"])] = r
+                    except (json.JSONDecodeError, KeyError) as e:
+                        print(f"report: {path}: unreadable line ({e}): {line[:120]}", file=sys.stderr)
     return found
 
 
@@ -267,11 +273,45 @@ def build_table(gb, py):
     lookup = t.metric("BM_pool_idle_memory/0", "name_lookup_rss_kib", 1 / 1024)
     t.row("parent's RSS added by naming the first function-pointer task (Boost.Stacktrace)", "—", "—",
           num(lookup, "MiB", 2), "—", "(none)", None)
+
+    # 10. MPI (issue 7): mproc::mpi::Pool (bench/bench_mpi.cpp) beside mpi4py.futures'
+    # MPIPoolExecutor (bench/python/bench_mpi4py.py), both on `mpirun -np 3` in the same run: a
+    # driver and two ranks that run the tasks (mproc: two agents of one worker each). The anchor
+    # column holds mpi4py.futures here, not multiprocessing.
+    def mpi4py(figure, key):
+        v = py.get((figure, "mpi4py.futures"), {}).get(key)
+        return v if isinstance(v, (int, float)) else None
+
+    def mpi_missing(name):
+        run = gb.get(name)
+        if run is None:
+            return "not run (bench_mpi: needs mpirun and mproc::mpi)"
+        return f"error: {run['_error']}" if "_error" in run else None
+
+    anchor = mpi4py("mpi_apply_round_trip", "p50_us")
+    anchor99 = mpi4py("mpi_apply_round_trip", "p99_us")
+    mine = t.metric("BM_mpi_apply_round_trip", "p50_us")
+    p99 = t.metric("BM_mpi_apply_round_trip", "p99_us")
+    r = anchor / mine if mine and anchor else None
+    t.row("MPI: `apply` round trip of a trivial task, driver + 2 ranks on `mpirun -np 3`, p50",
+          f"mpi4py.futures {num(anchor, 'µs')} (p99 {num(anchor99, 'µs')})" if anchor else "mpi4py.futures —",
+          "—", mpi_missing("BM_mpi_apply_round_trip") or f"{num(mine, 'µs')} (p99 {num(p99, 'µs')})",
+          f"{num(r)}× lower", "≥ 10× lower than mpi4py.futures", None if r is None else r >= 10)
+    for chunksize, goal in ((1, 10), (256, None)):
+        name = f"BM_mpi_map/{chunksize}"
+        anchor = mpi4py(f"mpi_map_chunksize_{chunksize}", "tasks_per_s")
+        mine = t.metric(name, "items_per_second")
+        r = mine / anchor if mine and anchor else None
+        t.row(f"MPI: `map` of a trivial function, chunksize {chunksize}, driver + 2 ranks (tasks/s)",
+              f"mpi4py.futures {si(anchor, '/s')}" if anchor else "mpi4py.futures —", "—",
+              mpi_missing(name) or si(mine, "/s"), f"{num(r)}× mpi4py.futures",
+              f"≥ {goal}× mpi4py.futures" if goal else "(none)",
+              None if goal is None or r is None else r >= goal)
     return t
 
 
 def markdown(rows):
-    header = ("figure", "CPython 3.11", "limit", "mproc", "ratio", "goal", "met?")
+    header = ("figure", "CPython 3.11 (MPI rows: mpi4py.futures)", "limit", "mproc", "ratio", "goal", "met?")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -422,6 +462,8 @@ def main():
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--load-start", default="?")
     ap.add_argument("--seconds", default="?")
+    ap.add_argument("--scheduling", choices=("fifo", "normal"), default="normal",
+                    help="fifo: scripts/bench ran every program under chrt -f 1")
     args = ap.parse_args()
 
     gb, _ = load_gbench(args.results)
@@ -437,12 +479,23 @@ def main():
     load_note = (f"**Warning: the machine was loaded (1-minute loadavg {args.load_start} at start, "
                  f"{info['load_end']} at the end, on {info['nproc']} CPUs): timings are noisy, "
                  f"and CPU-bound figures (efficiency, speedup) are unreliable.**"
+                 + (" SCHED_FIFO 1 (below) ran the benchmark programs ahead of that load, so latencies"
+                    " are steadier, though not those of an idle machine."
+                    if args.scheduling == "fifo" else "")
                  if load > 1 else f"1-minute loadavg {args.load_start} at start, {info['load_end']} at the end.")
+    if args.scheduling == "fifo":
+        sched_note = ("all programs, mproc and CPython (and mpi4py.futures) alike, ran under SCHED_FIFO 1 "
+                      "(`chrt -f 1`) to isolate them from other load on the machine; "
+                      "`MPROC_BENCH_REALTIME=0` runs them with normal scheduling.")
+    else:
+        sched_note = ("normal scheduling (not root, no `chrt`, or `MPROC_BENCH_REALTIME=0`): other load on the "
+                      "machine competes with every program, mproc and CPython alike.")
     plot_note = None
     if not args.quick:
         plot_note = plots(gb, py, args.plots, args.results, info["nproc"] or 1, args.load_start)
     table_md = markdown(table.rows)
     print(f"\n## {title}\n")
+    print(f"Scheduling: {sched_note}\n")
     print(table_md)
     print(f"\nGoals missed: {len(table.missed)}" + ("" if not table.missed else ":"))
     for m in table.missed:
@@ -458,12 +511,19 @@ Do not edit by hand: run `make bench` again.
 
 - Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, {platform.python_implementation()} {platform.python_version()}.
 - Load: {load_note}
+- Scheduling: {sched_note}
 - mproc: `build/release/bench/bench_*` (Google Benchmark, `--benchmark_repetitions={args.repetitions}`, median of
   the repetitions; latencies are the p50 of per-iteration timings, not Google Benchmark's mean).
 - CPython: `bench/python/bench_cpython.py` — `multiprocessing.Pool` and
   `concurrent.futures.ProcessPoolExecutor` (PPE) as people write them: default start method
   (fork on Linux in 3.11), default options; each figure in a fresh interpreter, median of the
   same number of repetitions. The ratio compares mproc with the *better* of the two.
+- MPI rows: the anchor column holds **mpi4py.futures** (`MPIPoolExecutor`, Debian's
+  `python3-mpi4py` under `/usr/bin/python3`, `bench/python/bench_mpi4py.py`), not
+  multiprocessing; mproc is `mproc::mpi::Pool` (`bench/bench_mpi.cpp`). Both run on
+  `mpirun -np 3` in the same run with the same Open MPI settings (docs/mpi.md): a driver and two
+  ranks that run the tasks (mproc: two agents of one worker each). mpi4py.futures' figures are
+  from one run (three in the full run, median), not from Google Benchmark's repetitions.
 - Goals: DESIGN.md, "Numbers it is held to" — ratios against CPython and the limits, not absolute times.
 
 ## {title}
