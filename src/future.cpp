@@ -16,9 +16,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// A waiter spins this long on the ready flag before it sleeps. A futex wake-up across CPUs
-// costs ~45 µs here, so a result that arrives within the spin is picked up an order of
-// magnitude sooner; a longer spin would only burn CPU that the pool's own threads may need.
+// A waiter spins this long on the ready flag before it sleeps (when its engine says nothing
+// else: ProgressEngine::spin_time). A futex wake-up across CPUs costs ~45 µs here, so a result
+// that arrives within the spin is picked up an order of magnitude sooner; a longer spin would
+// only burn CPU that the pool's own threads may need.
 constexpr auto spin_time = std::chrono::microseconds(30);
 
 inline void cpu_relax() noexcept {
@@ -110,7 +111,7 @@ bool FutureStateBase::spin_until_ready(Clock::time_point deadline) const noexcep
   const std::shared_ptr<ProgressEngine> engine = progress_.lock();
   if (!engine) return spin_on_flag(deadline);
   engine->waiter_arrives();
-  const auto stop = std::min(deadline, Clock::now() + spin_time);
+  const auto stop = std::min(deadline, Clock::now() + engine->spin_time());
   bool done = false;
   for (unsigned i = 1;; ++i) {
     if ((done = ready())) break;

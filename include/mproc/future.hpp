@@ -63,6 +63,9 @@ class ProgressEngine {
   virtual void waiter_arrives() noexcept {}
   /// It stops: `satisfied` when what it waited for is done, false when it goes to sleep.
   virtual void waiter_leaves(bool /*satisfied*/) noexcept {}
+  /// How long a waiter spins before it sleeps: about what a result usually takes to come
+  /// back when it comes back soon (a local pool: a few µs; across MPI ranks: tens of µs).
+  virtual std::chrono::nanoseconds spin_time() const noexcept { return std::chrono::microseconds(30); }
 
  protected:
   ~ProgressEngine() = default;

@@ -2,6 +2,8 @@
 // the agent's early zygote) and the helpers every MPI-side file uses.
 #pragma once
 
+#include <sched.h>
+
 #include <mpi.h>
 
 #include <chrono>
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "futex.hpp"
 #include "launch/launcher.hpp"
 #include "mproc/mpi.hpp"
 
@@ -76,6 +79,18 @@ class IdleBackoff {
     last_active_ = std::chrono::steady_clock::now();
     slice_ = first_slice;
   }
+  /// One pass of the spin: a pause at first; after pure_spin_time a sched_yield, because on
+  /// a machine with fewer cores than busy processes (driver, agents, their workers) the
+  /// process this loop waits for may need this very core (under SCHED_FIFO it would not
+  /// get it at all until this loop sleeps).
+  void pause() noexcept {
+    if (std::chrono::steady_clock::now() - last_active_ < pure_spin_time)
+      mproc::detail::cpu_relax();
+    else
+      ::sched_yield();
+  }
+  static constexpr std::chrono::microseconds pure_spin_time{2};
+
   /// How long to sleep now: zero while spinning.
   std::chrono::microseconds next_sleep() noexcept {
     const auto idle = std::chrono::steady_clock::now() - last_active_;
