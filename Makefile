@@ -6,7 +6,7 @@ BUILD_DIR := build/$(PRESET)
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup configure build demo test test-asan test-tsan bench bench-quick fuzz format clean
+.PHONY: all setup configure build demo test test-asan test-tsan bench bench-quick fuzz format clean chaos
 
 all: build
 
@@ -43,6 +43,11 @@ bench-quick: setup
 fuzz: setup
 	@cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j $(JOBS)
 	@bash scripts/run_fuzzers build/fuzz $(FUZZ_SECONDS)
+
+# The chaos program for CHAOS_SECONDS (default 300) of rounds; CHAOS_SEED replays a run.
+chaos: configure
+	@cmake --build --preset $(PRESET) -j $(JOBS) --target mproc_chaos
+	@./$(BUILD_DIR)/tests/chaos/mproc_chaos --seconds $${CHAOS_SECONDS:-300} --quiet
 
 format:
 	@clang-format -i $$(git ls-files '*.hpp' '*.cpp')

@@ -105,6 +105,11 @@ LaunchedChild launch_from_server(LaunchedChild& server, const ChildIdentity& ide
 
 LaunchedChild launch_forkserver(const ChildIdentity& identity, const SpawnTarget& target,
                                 std::span<const int> extra_fds) {
+  // A forkserver killed from outside (the OOM killer, a stray kill) between two launches or
+  // during one is restarted, a few times in a row: a fresh one can be killed too while a
+  // pool is replacing a worker, and the pool breaks when a worker cannot be started. The
+  // bound keeps a forkserver that cannot boot at all an error rather than a loop.
+  constexpr int max_restarts = 4;
   ForkserverClient& c = client();
   std::lock_guard lock(c.mutex);
   for (int attempt = 0;; ++attempt) {
@@ -112,8 +117,10 @@ LaunchedChild launch_forkserver(const ChildIdentity& identity, const SpawnTarget
     try {
       return launch_from_server(c.server, identity, target, extra_fds);
     } catch (const std::system_error&) {
-      if (attempt > 0) throw;
-      stop_locked(c);  // the forkserver died since last use: restart it once
+      // After the first restart, only a death is retried. The socket breaks in
+      // exit_files(), a moment before the pidfd becomes readable in exit_notify(): allow it.
+      if (attempt >= max_restarts || (attempt > 0 && !poll_one(c.server.pidfd.get(), POLLIN, 1000))) throw;
+      stop_locked(c);
     }
   }
 }

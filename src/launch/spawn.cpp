@@ -5,6 +5,7 @@
 // posix_spawn (vfork-style clone in glibc) is used because it is safe from a
 // multi-threaded parent and cheap: no page tables are copied. The child starts with an
 // empty signal mask and default dispositions, and only its control socket is inherited.
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 
 #include <cstring>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "fd_passing.hpp"
@@ -84,6 +86,20 @@ LaunchedChild spawn_program(const BootRecord& boot, std::span<const int> extra_f
   try {
     // The boot record waits in the socket buffer; a large one is read as the child starts.
     send_frame(parent_end.get(), record, extra_fds);
+  } catch (const std::system_error& e) {
+    // EPIPE/ECONNRESET: the child's end closed, which only its death does — killed from
+    // outside as it started (the OOM killer, a stray kill). That is a child that died, not
+    // a failure to start one: hand it over and let the caller reap it and see how it died,
+    // as for any other death. (Its socket breaks in exit_files(), a moment before the pidfd
+    // becomes readable in exit_notify(): allow that moment.)
+    if ((e.code() == std::errc::broken_pipe || e.code() == std::errc::connection_reset) &&
+        poll_one(child.pidfd.get(), POLLIN, 1000)) {
+      child.control = std::move(parent_end);
+      return child;
+    }
+    ::kill(pid, SIGKILL);
+    retry_eintr([&] { return ::waitpid(pid, nullptr, 0); });
+    throw;
   } catch (...) {
     ::kill(pid, SIGKILL);
     retry_eintr([&] { return ::waitpid(pid, nullptr, 0); });

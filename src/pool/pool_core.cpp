@@ -739,7 +739,15 @@ void PoolCore::handle_exit(Slot& slot) {
         ++stats_.workers_recycled;
       } else if (reason != WorkerExit::stopped) {
         ++stats_.workers_died;
-        if (!was_ready) ++consecutive_initializer_failures_;
+        // A worker that ends before it is ready by itself (exit, a crash signal: the
+        // initializer, or the program's own start-up under spawn) counts towards a crash
+        // loop. A SIGKILL from outside (a kill -9, not the OOM killer) does not: a worker
+        // killed young is the killer's doing, and the pool must not break over it.
+        const bool killed_from_outside = exit_code == -SIGKILL && system_oom_kills() <= slot.oom_kills_at_start;
+        if (was_ready)
+          consecutive_initializer_failures_ = 0;
+        else if (!killed_from_outside)
+          ++consecutive_initializer_failures_;
       }
       if (consecutive_initializer_failures_ >= std::max(3u, processes_)) {
         break_pool_locked("its workers die in the initializer (" + options_.initializer.name() + "), " +
@@ -747,10 +755,21 @@ void PoolCore::handle_exit(Slot& slot) {
                               (exit_code < 0 ? signal_name(-exit_code) : "exit status " + std::to_string(exit_code)),
                           done);
       } else if (reason != WorkerExit::stopped && (state_ == State::running || !tasks_.empty())) {
-        try {
-          launch_worker_locked(slot);
-        } catch (const std::exception& e) {
-          break_pool_locked(std::string("cannot start a replacement worker: ") + e.what(), done);
+        // A start can fail for a passing reason (the zygote or forkserver killed during it:
+        // the next attempt uses a new one); only repeated failures break the pool.
+        constexpr int start_attempts = 3;
+        for (int attempt = 1;; ++attempt) {
+          try {
+            launch_worker_locked(slot);
+            break;
+          } catch (const std::exception& e) {
+            if (attempt == start_attempts) {
+              break_pool_locked(std::string("cannot start a replacement worker (") + std::to_string(start_attempts) +
+                                    " attempts): " + e.what(),
+                                done);
+              break;
+            }
+          }
         }
       }
     }
