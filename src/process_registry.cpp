@@ -3,6 +3,7 @@
 // its parent's children and private descriptors.
 #include "process_registry.hpp"
 
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 
 #include "launch/launcher.hpp"
 #include "process_state.hpp"
+#include "syscall.hpp"
 
 namespace mproc::detail {
 namespace {
@@ -31,9 +33,19 @@ SelfInfo& self() {
   return *info;
 }
 
+// Two locks, always taken in this order when both are held (only around fork()):
+//
+//   mutex      the children. Held while a child's ProcessState::mutex is taken (the exit
+//              handler joins each child under it).
+//   fds_mutex  the parent-only descriptors. Taken while a ProcessState::mutex is held: a join
+//              reaps the child and untracks its descriptors with that mutex held.
+//
+// One lock for both made a cycle: thread A in Process::join() holds the state's mutex and,
+// once the child ends, waits for the registry lock to untrack its descriptors, while thread
+// B in active_children() holds the registry lock and waits for that state's mutex.
 struct Registry {
-  // Recursive: reaping a child (under the lock, at exit) untracks its descriptors.
   pthread_mutex_t mutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+  pthread_mutex_t fds_mutex = PTHREAD_MUTEX_INITIALIZER;
   std::vector<ProcessState*> children;
   std::vector<int> parent_only_fds;
   bool exit_handler_installed = false;
@@ -46,10 +58,15 @@ Registry& registry() {
 
 class RegistryLock {
  public:
-  RegistryLock() { pthread_mutex_lock(&registry().mutex); }
-  ~RegistryLock() { pthread_mutex_unlock(&registry().mutex); }
+  explicit RegistryLock(pthread_mutex_t& mutex = registry().mutex) : mutex_(mutex) {
+    pthread_mutex_lock(&mutex_);
+  }
+  ~RegistryLock() { pthread_mutex_unlock(&mutex_); }
   RegistryLock(const RegistryLock&) = delete;
   RegistryLock& operator=(const RegistryLock&) = delete;
+
+ private:
+  pthread_mutex_t& mutex_;
 };
 
 void join_children_locked();
@@ -122,25 +139,37 @@ std::vector<ProcessInfo> list_active_children() {
   RegistryLock lock;
   std::vector<ProcessInfo> alive;
   for (ProcessState* state : registry().children) {
-    std::lock_guard guard(state->mutex);
-    if (!state->wait_locked(0)) alive.emplace_back(state->child.pid, state->identity.name);
+    // Never wait for a state's mutex here: another thread may hold it for as long as a
+    // join lasts. A tracked child's pidfd stays open until its Process is destroyed (which
+    // untracks it under this lock first), so it can be polled without that mutex; the child
+    // is then only looked at, and reaped by whoever holds the mutex.
+    std::unique_lock guard(state->mutex, std::try_to_lock);
+    const bool ended = guard.owns_lock() ? state->wait_locked(0)
+                                         : poll_one(state->child.pidfd.get(), POLLIN, 0);
+    if (!ended) alive.emplace_back(state->child.pid, state->identity.name);
   }
   return alive;
 }
 
 void track_parent_only_fd(int fd) {
-  RegistryLock lock;
+  RegistryLock lock(registry().fds_mutex);
   registry().parent_only_fds.push_back(fd);
 }
 
 void untrack_parent_only_fd(int fd) {
-  RegistryLock lock;
+  RegistryLock lock(registry().fds_mutex);
   auto& fds = registry().parent_only_fds;
   fds.erase(std::remove(fds.begin(), fds.end(), fd), fds.end());
 }
 
-void lock_registry_for_fork() { pthread_mutex_lock(&registry().mutex); }
-void unlock_registry_after_fork_in_parent() { pthread_mutex_unlock(&registry().mutex); }
+void lock_registry_for_fork() {
+  pthread_mutex_lock(&registry().mutex);
+  pthread_mutex_lock(&registry().fds_mutex);
+}
+void unlock_registry_after_fork_in_parent() {
+  pthread_mutex_unlock(&registry().fds_mutex);
+  pthread_mutex_unlock(&registry().mutex);
+}
 
 void reset_registry_in_forked_child() {
   // Only the forking thread exists here; the lock it took before fork() is re-created.
@@ -153,6 +182,7 @@ void reset_registry_in_forked_child() {
   pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
   pthread_mutex_init(&r.mutex, &attr);
   pthread_mutexattr_destroy(&attr);
+  pthread_mutex_init(&r.fds_mutex, nullptr);
   reset_forkserver_in_forked_child();
 }
 

@@ -257,8 +257,12 @@ class QueueCore {
 #if defined(__SANITIZE_THREAD__)
       // ThreadSanitizer (GCC 12) records a timedlock only when it returns 0; tell it that
       // EOWNERDEAD (a dead holder's mutex, now ours) took the lock too, or the unlock that
-      // follows is reported as an unlock of an unlocked mutex.
-      if (rc == EOWNERDEAD) __tsan_mutex_post_lock(&h.mutex, __tsan_mutex_try_lock, 0);
+      // follows is reported as an unlock of an unlocked mutex. post_lock must follow a
+      // pre_lock (it ends the ignore region pre_lock opens); as a try-lock, no lock order.
+      if (rc == EOWNERDEAD) {
+        __tsan_mutex_pre_lock(&h.mutex, __tsan_mutex_try_lock);
+        __tsan_mutex_post_lock(&h.mutex, __tsan_mutex_try_lock, 0);
+      }
 #endif
     }
     if (rc == 0) return true;

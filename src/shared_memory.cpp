@@ -522,7 +522,11 @@ bool ValueLock::lock_until(std::chrono::steady_clock::time_point deadline) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(
           (std::chrono::system_clock::now() + left).time_since_epoch()));
   const int rc = ::pthread_mutex_timedlock(&header_->mutex, &abstime);
-  if (rc == EOWNERDEAD) __tsan_mutex_post_lock(&header_->mutex, __tsan_mutex_try_lock, 0);
+  if (rc == EOWNERDEAD) {
+    // post_lock must follow a pre_lock (alone, it trips a TSan CHECK on ignore_sync).
+    __tsan_mutex_pre_lock(&header_->mutex, __tsan_mutex_try_lock);
+    __tsan_mutex_post_lock(&header_->mutex, __tsan_mutex_try_lock, 0);
+  }
 #else
   // steady_clock is CLOCK_MONOTONIC (libstdc++), so the deadline converts directly and a
   // change of the wall clock does not move it.

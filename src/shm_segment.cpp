@@ -53,6 +53,10 @@ ShmSegment ShmSegment::create(std::size_t size, const char* debug_name) {
   if (name.size() > 249) name.resize(249);
   UniqueFd fd(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throw_errno(what + " (memfd_create)");
+  // memfd_create makes the file mode 0777 (umask aside). Only /proc/<pid>/fd/<n> can reach it
+  // by name, and the kernel's ptrace check already keeps other users out of that; 0600 makes
+  // the file itself refuse them too, as a named segment does.
+  check_syscall((what + " (fchmod)").c_str(), [&] { return ::fchmod(fd.get(), 0600); });
   check_syscall((what + " (ftruncate)").c_str(),
                 [&] { return ::ftruncate(fd.get(), static_cast<off_t>(size)); });
   // No process may ever shrink the file: a peer touching a page past the new end would die

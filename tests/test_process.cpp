@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "mproc/process.hpp"
 #include "support/crash.hpp"
@@ -233,6 +234,23 @@ TEST_F(process_test, active_children_lists_running_children_only) {
   EXPECT_EQ(children[0].name(), sleeper.name());
   sleeper.kill();
   sleeper.join();
+  EXPECT_TRUE(mproc::active_children().empty());
+}
+
+TEST_F(process_test, active_children_does_not_wait_for_a_join_in_another_thread) {
+  // A join holds its process's lock until the child ends. active_children() used to wait for
+  // that lock while holding the registry's, which the join needs to reap: a deadlock once
+  // the child ended.
+  Process sleeper(sleep_forever);
+  sleeper.start();
+  const pid_t pid = sleeper.pid();
+  std::thread joiner([&] { sleeper.join(); });
+  const auto children = mproc::active_children();
+  EXPECT_EQ(children.size(), 1u);
+  if (!children.empty()) EXPECT_EQ(children[0].pid(), pid);
+  ::kill(pid, SIGKILL);  // not through `sleeper`: another thread is using it
+  joiner.join();
+  EXPECT_EQ(sleeper.exitcode(), -SIGKILL);
   EXPECT_TRUE(mproc::active_children().empty());
 }
 

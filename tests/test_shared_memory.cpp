@@ -3,6 +3,8 @@
 // robust lock under contention and after its owner died.
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -534,6 +536,31 @@ TEST_F(shared_memory_test, unlock_by_a_thread_that_does_not_hold_the_lock_throws
   std::thread other([&] { EXPECT_THROW(value.get_lock().unlock(), std::system_error); });
   other.join();
   value.get_lock().unlock();
+}
+
+TEST_F(shared_memory_test, a_timed_wait_for_the_lock_gets_it_with_owner_died_when_the_holder_dies) {
+  // The holder dies while this thread is already asleep in the timed lock (it waits until the
+  // mutex word shows a waiter), so the timed path itself must hand over EOWNERDEAD.
+  Value<int> value(0);
+  Signal locked;
+  // The segment (page-aligned) opens with the lock's header, whose first member is the mutex;
+  // the value itself lies within the first page.
+  auto* mutex = reinterpret_cast<pthread_mutex_t*>(
+      reinterpret_cast<std::uintptr_t>(&*value) & ~std::uintptr_t{4095});
+  Process holder([&] {
+    value.get_lock().lock();
+    locked.notify();
+    // FUTEX_WAITERS (bit 31 of the lock word) is set once a waiter sleeps on the mutex.
+    auto* word = reinterpret_cast<std::atomic<unsigned>*>(&mutex->__data.__lock);
+    while ((word->load() & 0x80000000u) == 0) ::sched_yield();
+    ::_exit(0);  // dies holding it: the kernel's robust list hands it on
+  });
+  holder.start();
+  ASSERT_TRUE(locked.wait());
+  ASSERT_TRUE(value.get_lock().try_lock_for(60s));
+  EXPECT_TRUE(value.get_lock().owner_died());
+  value.get_lock().unlock();
+  holder.join();
 }
 
 TEST_F(shared_memory_test, lock_held_by_a_killed_process_passes_on_with_owner_died) {
