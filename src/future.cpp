@@ -109,32 +109,22 @@ bool FutureStateBase::spin_until_ready(Clock::time_point deadline) const noexcep
   // While it spins, the waiter completes results itself when the engine lets it (a pool's
   // result rings): the result then costs no wake-up of the pool's thread nor of this one.
   const std::shared_ptr<ProgressEngine> engine = progress_.lock();
-  if (!engine) return spin_on_flag(deadline);
-  engine->waiter_arrives();
-  const auto stop = std::min(deadline, Clock::now() + engine->spin_time());
+  if (engine) engine->waiter_arrives();
+  const auto stop = std::min(deadline, Clock::now() + (engine ? engine->spin_time() : spin_time));
   bool done = false;
   for (unsigned i = 1;; ++i) {
     if ((done = ready())) break;
     // Every poll reads cache lines a worker is writing: a few pauses between polls let it
     // finish the record instead of fighting for the line.
-    if (i % 4 == 0 && engine->make_progress() && (done = ready())) break;
+    if (engine && i % 4 == 0 && engine->make_progress() && (done = ready())) break;
     cpu_relax();
     if (i % 16 == 0 && Clock::now() >= stop) {
       done = ready();
       break;
     }
   }
-  engine->waiter_leaves(done);
+  if (engine) engine->waiter_leaves(done);
   return done;
-}
-
-bool FutureStateBase::spin_on_flag(Clock::time_point deadline) const noexcept {
-  const auto stop = std::min(deadline, Clock::now() + spin_time);
-  for (unsigned i = 1;; ++i) {
-    if (ready()) return true;
-    cpu_relax();
-    if (i % 16 == 0 && Clock::now() >= stop) return ready();
-  }
 }
 
 void FutureStateBase::wait() const {

@@ -161,7 +161,6 @@ class FutureStateBase {
   };
 
   bool spin_until_ready(std::chrono::steady_clock::time_point deadline) const noexcept;
-  bool spin_on_flag(std::chrono::steady_clock::time_point deadline) const noexcept;
   static void run_callback(const std::function<void()>& callback) noexcept;
 
   std::atomic<Status> status_{Status::pending};
