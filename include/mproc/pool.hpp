@@ -214,6 +214,23 @@ inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_
   request.fds = fds.empty() ? nullptr : std::make_shared<FdSink>(std::move(fds));
 }
 
+/// The task for items [begin, end) of the map chunk `whole` (poison-item bisection splits a
+/// chunk that killed its worker): same function, sink, source and per-task options.
+inline TaskRequest chunk_part(const TaskRequest& whole, std::size_t begin, std::size_t end) {
+  TaskRequest part;
+  part.entry = whole.entry;
+  encode_chunk(*whole.chunk, begin, end, part);
+  part.function_name = whole.function_name;
+  part.function_address = whole.function_address;
+  part.sink = whole.sink;
+  part.chunk = whole.chunk;
+  part.begin = begin;
+  part.end = end;
+  part.timeout = whole.timeout;
+  part.max_retries = whole.max_retries;
+  return part;
+}
+
 /// What runs a Pool's tasks: worker processes on this machine (PoolCore, src/pool/) or the
 /// workers of MPI ranks (mproc::mpi). Every method may be called from any thread.
 class PoolEngine : public ProgressEngine {

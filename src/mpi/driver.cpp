@@ -429,15 +429,7 @@ class DriverEngine final : public mproc::detail::PoolEngine {
     const std::size_t middle = task.request.begin + (task.request.end - task.request.begin) / 2;
     for (auto [begin, end] : {std::pair{middle, task.request.end}, std::pair{task.request.begin, middle}}) {
       Task half;
-      half.request.entry = task.request.entry;
-      mproc::detail::encode_chunk(*task.request.chunk, begin, end, half.request);
-      half.request.function_name = task.request.function_name;
-      half.request.function_address = task.request.function_address;
-      half.request.sink = task.request.sink;
-      half.request.chunk = task.request.chunk;
-      half.request.begin = begin;
-      half.request.end = end;
-      half.request.timeout = task.request.timeout;
+      half.request = mproc::detail::chunk_part(task.request, begin, end);
       half.retries_left = task.retries_left;
       const std::uint64_t id = ++next_id_;
       tasks_.emplace(id, std::move(half));

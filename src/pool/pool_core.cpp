@@ -666,14 +666,7 @@ void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, 
     const std::size_t middle = task.request.begin + items / 2;
     for (auto [begin, end] : {std::pair{middle, task.request.end}, std::pair{task.request.begin, middle}}) {
       Task half;
-      half.request.entry = task.request.entry;
-      encode_chunk(*task.request.chunk, begin, end, half.request);
-      half.request.function_name = task.request.function_name;
-      half.request.function_address = task.request.function_address;
-      half.request.sink = task.request.sink;
-      half.request.chunk = task.request.chunk;
-      half.request.begin = begin;
-      half.request.end = end;
+      half.request = chunk_part(task.request, begin, end);
       half.retries_left = task.retries_left;
       half.timeout = task.timeout;
       std::uint64_t half_id = ++next_id_;
