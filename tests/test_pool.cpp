@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <atomic>
 #include <chrono>
 #include <numeric>
 #include <ranges>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -51,6 +53,22 @@ int fail_on_three(int x) {
   if (x == 3) throw std::out_of_range("three is out");
   return x;
 }
+
+// Throws for multiples of 7; chunks of ints take the pool's byte-copy path.
+double fail_on_sevens(int x) {
+  if (x % 7 == 0) throw std::domain_error("multiple of seven: " + std::to_string(x));
+  return x * 0.5;
+}
+// The same over strings: chunks that are encoded element by element.
+std::string shout_unless_seven(std::string s) {
+  if (s.size() == 7) throw std::domain_error("seven letters: " + s);
+  return s + "!";
+}
+struct Point {
+  int x, y;
+  friend bool operator==(const Point&, const Point&) = default;
+};
+Point swap_point(Point p) { return Point{p.y, p.x}; }
 
 int initialized_value = 0;
 void initialize(int value) { initialized_value = value; }
@@ -185,6 +203,68 @@ TEST_P(pool_test, map_throws_the_failed_items_exception_and_collect_returns_ever
       EXPECT_EQ(results[i].value(), input[i]);
     }
   }
+}
+
+TEST_P(pool_test, map_reports_items_that_throw_anywhere_in_a_chunk_and_keeps_every_other_value) {
+  Pool pool(options());
+  std::vector<int> input(1000);
+  std::iota(input.begin(), input.end(), 1);
+  for (std::size_t chunksize : {std::size_t{1}, std::size_t{10}, std::size_t{333}, std::size_t{0}}) {
+    auto results = pool.map(fail_on_sevens, input, mproc::collect, mproc::MapOptions{.chunksize = chunksize});
+    ASSERT_EQ(results.size(), input.size());
+    for (std::size_t i = 0; i < input.size(); ++i) {
+      if (input[i] % 7 == 0) {
+        ASSERT_FALSE(results[i].ok()) << i << " chunksize " << chunksize;
+        try {
+          std::rethrow_exception(results[i].error());
+        } catch (const std::domain_error& e) {
+          EXPECT_EQ(std::string(e.what()), "multiple of seven: " + std::to_string(input[i]));
+        }
+      } else {
+        ASSERT_TRUE(results[i].ok()) << i << " chunksize " << chunksize;
+        EXPECT_EQ(results[i].value(), input[i] * 0.5);
+      }
+    }
+    EXPECT_THROW(pool.map(fail_on_sevens, input, chunksize), std::domain_error);
+  }
+  std::vector<std::string> words{"a", "seventy", "bb", "ccc", "sevenup", "dddd"};
+  auto shouted = pool.map(shout_unless_seven, words, mproc::collect, mproc::MapOptions{.chunksize = 4});
+  ASSERT_EQ(shouted.size(), words.size());
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    if (words[i].size() == 7)
+      EXPECT_THROW(shouted[i].value(), std::domain_error) << i;
+    else
+      EXPECT_EQ(shouted[i].value(), words[i] + "!");
+  }
+}
+
+TEST_P(pool_test, map_copies_its_input_when_called_so_later_changes_do_not_reach_the_workers) {
+  Pool pool(options());
+  std::vector<int> input(10000, 3);
+  auto future = pool.map_async(square, input, 100);
+  std::fill(input.begin(), input.end(), 5);
+  input.clear();
+  input.shrink_to_fit();  // the caller's items are gone before the workers are done
+  auto squares = future.get();
+  ASSERT_EQ(squares.size(), 10000u);
+  EXPECT_TRUE(std::all_of(squares.begin(), squares.end(), [](int v) { return v == 9; }));
+}
+
+TEST_P(pool_test, map_over_plain_structs_arrays_spans_and_to_strings) {
+  Pool pool(options());
+  std::vector<Point> points;
+  for (int i = 0; i < 500; ++i) points.push_back(Point{i, -i});
+  auto swapped = pool.map(swap_point, points, 7);
+  ASSERT_EQ(swapped.size(), points.size());
+  for (int i = 0; i < 500; ++i) EXPECT_EQ(swapped[i], (Point{-i, i}));
+  std::array<int, 5> fixed{1, 2, 3, 4, 5};
+  EXPECT_EQ(pool.map(square, fixed), (std::vector{1, 4, 9, 16, 25}));
+  std::vector<int> big(1000);
+  std::iota(big.begin(), big.end(), 0);
+  EXPECT_EQ(pool.map(square, std::span<const int>(big).subspan(10, 3)), (std::vector{100, 121, 144}));
+  auto named = pool.map([](int v) { return std::to_string(v * 3); }, big, 64);
+  ASSERT_EQ(named.size(), big.size());
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(named[i], std::to_string(3 * i));
 }
 
 TEST_P(pool_test, initializer_runs_in_every_worker) {

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -27,6 +28,8 @@
 #include <mutex>
 #include <optional>
 #include <ranges>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -184,11 +187,14 @@ class TaskSink {
   virtual void fail(const TaskRef& task, std::exception_ptr error) = 0;
 };
 
-/// Re-encodes part of a chunk's items: the pool bisects a chunk that killed its worker.
+/// Encodes part of a map's items: first every chunk, later (the pool bisects a chunk that
+/// killed its worker) a part of a chunk — from the chunk's own payload `whole`, whose first
+/// item is item `whole_begin` of the map.
 class ChunkSource {
  public:
   virtual ~ChunkSource() = default;
-  virtual std::vector<std::byte> encode(std::size_t begin, std::size_t end) const = 0;
+  virtual std::vector<std::byte> encode(std::span<const std::byte> whole, std::size_t whole_begin,
+                                        std::size_t begin, std::size_t end) const = 0;
 };
 
 struct TaskRequest {
@@ -204,12 +210,15 @@ struct TaskRequest {
   std::optional<unsigned> max_retries;
 };
 
-/// Encodes items [begin, end) of a chunk into `request`, with their descriptors.
-inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_t end, TaskRequest& request) {
+/// Encodes items [begin, end) of a map into `request`, with their descriptors (from the
+/// chunk `whole` when it is a part of one, see ChunkSource).
+inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_t end, TaskRequest& request,
+                         const TaskRequest* whole = nullptr) {
   FdSink fds;  // allocated on the heap only when an item has descriptors
   {
     ScopedFdSink collect(fds);
-    request.payload = chunk.encode(begin, end);
+    request.payload = whole ? chunk.encode(whole->payload, whole->begin, begin, end)
+                            : chunk.encode({}, begin, begin, end);
   }
   request.fds = fds.empty() ? nullptr : std::make_shared<FdSink>(std::move(fds));
 }
@@ -219,7 +228,7 @@ inline void encode_chunk(const ChunkSource& chunk, std::size_t begin, std::size_
 inline TaskRequest chunk_part(const TaskRequest& whole, std::size_t begin, std::size_t end) {
   TaskRequest part;
   part.entry = whole.entry;
-  encode_chunk(*whole.chunk, begin, end, part);
+  encode_chunk(*whole.chunk, begin, end, part, &whole);
   part.function_name = whole.function_name;
   part.function_address = whole.function_address;
   part.sink = whole.sink;
@@ -303,7 +312,8 @@ class ItemsSource final : public ChunkSource {
  public:
   ItemsSource(F f, std::shared_ptr<const std::vector<T>> items, std::size_t offset = 0)
       : f_(f), items_(std::move(items)), offset_(offset) {}
-  std::vector<std::byte> encode(std::size_t begin, std::size_t end) const override {
+  std::vector<std::byte> encode(std::span<const std::byte>, std::size_t, std::size_t begin,
+                                std::size_t end) const override {
     std::vector<std::byte> out;
     append_task_callable(out, f_);
     std::size_t at;
@@ -322,19 +332,69 @@ class ItemsSource final : public ChunkSource {
   std::size_t offset_;  // global index of (*items_)[0]
 };
 
-/// Per-item results of a map, filled chunk by chunk in the supervisor thread.
+/// Items that are their own bytes (ints, doubles, plain structs) laid out contiguously: a
+/// chunk's payload is copied straight from the caller's items (no copy of the whole input
+/// first), and a part of a chunk is a slice of the chunk's payload.
+template <class F, class T>
+  requires raw_range<std::vector<T>>::value
+class RawItemsSource final : public ChunkSource {
+ public:
+  explicit RawItemsSource(F f) : f_(f) {}
+  /// Encodes `count` items starting at `first` (called while they are alive: at submission).
+  std::vector<std::byte> encode_items(const T* first, std::size_t count) const {
+    std::vector<std::byte> out;
+    out.reserve(64 + count * sizeof(T));
+    append_task_callable(out, f_);
+    std::size_t at;
+    begin_part(out, at);
+    out.resize(at + sizeof(std::uint64_t) + count * sizeof(T));
+    if (count != 0) std::memcpy(out.data() + at + sizeof(std::uint64_t), first, count * sizeof(T));
+    end_part(out, at);
+    return out;
+  }
+  std::vector<std::byte> encode(std::span<const std::byte> whole, std::size_t whole_begin, std::size_t begin,
+                                std::size_t end) const override {
+    take_part(whole);  // the callable, encoded again below
+    const auto items = take_part(whole);
+    if (begin < whole_begin || (end - whole_begin) * sizeof(T) > items.size() || begin > end)
+      throw std::logic_error("mproc: a part of a map chunk lies outside the chunk");
+    std::vector<std::byte> out;
+    append_task_callable(out, f_);
+    std::size_t at;
+    begin_part(out, at);
+    const auto slice = items.subspan((begin - whole_begin) * sizeof(T), (end - begin) * sizeof(T));
+    out.insert(out.end(), slice.begin(), slice.end());
+    end_part(out, at);
+    return out;
+  }
+
+ private:
+  F f_;
+};
+
+/// Per-item results of a map, filled chunk by chunk in the thread that delivers results.
+/// Values are decoded straight into the vector that map returns (one memcpy per chunk for
+/// items that are their own bytes); failures, rare, are kept by item range.
 template <class R>
 class ItemResults {
- public:
-  explicit ItemResults(std::size_t n) : values_(n), errors_(n) {}
+  static constexpr bool in_place = std::is_default_constructible_v<R> && std::is_move_assignable_v<R>;
 
-  /// Stores a chunk's outcome; returns the index of its first failed item, if any.
+ public:
+  explicit ItemResults(std::size_t n) : values_(n) {}
+
+  /// Stores a chunk's outcome.
   void store(const TaskRef& task, ResultKind kind, std::span<const std::byte> payload) {
     const std::size_t n = task.end - task.begin;
     if (kind == ResultKind::value) {
-      auto values = deserialize<std::vector<R>>(payload);
-      if (values.size() != n) throw SerializationError("a chunk result has the wrong number of items");
-      for (std::size_t i = 0; i < n; ++i) values_[task.begin + i].emplace(std::move(values[i]));
+      if constexpr (in_place && raw_range<std::vector<R>>::value) {
+        if (payload.size() != n * sizeof(R))
+          throw SerializationError("a chunk result has the wrong number of items");
+        if (n != 0) std::memcpy(values_.data() + task.begin, payload.data(), payload.size());
+      } else {
+        auto values = deserialize<std::vector<R>>(payload);
+        if (values.size() != n) throw SerializationError("a chunk result has the wrong number of items");
+        for (std::size_t i = 0; i < n; ++i) put(task.begin + i, std::move(values[i]));
+      }
     } else if (kind == ResultKind::partial) {
       auto outcome = deserialize<ChunkOutcome<R>>(payload);
       if (outcome.values.size() + outcome.errors.size() != n)
@@ -342,9 +402,9 @@ class ItemResults {
       std::size_t next_value = 0, next_error = 0;
       for (std::size_t i = 0; i < n; ++i) {
         if (next_error < outcome.errors.size() && outcome.errors[next_error].first == i)
-          errors_[task.begin + i] = rebuild_exception(outcome.errors[next_error++].second);
+          fail_range(task.begin + i, task.begin + i + 1, rebuild_exception(outcome.errors[next_error++].second));
         else if (next_value < outcome.values.size())
-          values_[task.begin + i].emplace(std::move(outcome.values[next_value++]));
+          put(task.begin + i, std::move(outcome.values[next_value++]));
         else
           throw SerializationError("a chunk result's error indices are out of order");
       }
@@ -355,23 +415,47 @@ class ItemResults {
                                std::to_string(static_cast<std::uint32_t>(kind)));
     }
   }
-  void fail(const TaskRef& task, std::exception_ptr error) {
-    for (std::size_t i = task.begin; i < task.end; ++i) errors_[i] = error;
-  }
+  void fail(const TaskRef& task, std::exception_ptr error) { fail_range(task.begin, task.end, std::move(error)); }
   /// The first failure in [begin, end), by index.
   std::exception_ptr first_error(std::size_t begin, std::size_t end) const {
-    for (std::size_t i = begin; i < end; ++i)
-      if (errors_[i]) return errors_[i];
-    return nullptr;
+    auto it = failed_.upper_bound(begin);
+    if (it != failed_.begin() && std::prev(it)->second.first > begin) return std::prev(it)->second.second;
+    return it != failed_.end() && it->first < end ? it->second.second : nullptr;
   }
-  bool has(std::size_t i) const { return values_[i].has_value() || errors_[i] != nullptr; }
-  std::exception_ptr error(std::size_t i) const { return errors_[i]; }
-  R take(std::size_t i) { return std::move(*values_[i]); }
+  std::exception_ptr error(std::size_t i) const { return failed_.empty() ? nullptr : first_error(i, i + 1); }
+  R take(std::size_t i) {
+    if constexpr (in_place)
+      return std::move(values_[i]);
+    else
+      return std::move(*values_[i]);
+  }
+  /// Every value, in item order (call once, when every item has a value).
+  std::vector<R> take_all() {
+    if constexpr (in_place) {
+      return std::move(values_);
+    } else {
+      std::vector<R> all;
+      all.reserve(values_.size());
+      for (auto& value : values_) all.push_back(std::move(*value));
+      return all;
+    }
+  }
   std::size_t size() const { return values_.size(); }
 
  private:
-  std::vector<std::optional<R>> values_;
-  std::vector<std::exception_ptr> errors_;
+  void put(std::size_t i, R&& value) {
+    if constexpr (in_place)
+      values_[i] = std::move(value);
+    else
+      values_[i].emplace(std::move(value));
+  }
+  // Each item has one outcome, so the ranges never overlap: begin → (end, error).
+  void fail_range(std::size_t begin, std::size_t end, std::exception_ptr error) {
+    if (begin < end) failed_.insert_or_assign(begin, std::pair{end, std::move(error)});
+  }
+
+  std::vector<std::conditional_t<in_place, R, std::optional<R>>> values_;
+  std::map<std::size_t, std::pair<std::size_t, std::exception_ptr>> failed_;
 };
 
 /// Collects the chunks of a map_async and completes its future when all have arrived
@@ -411,19 +495,19 @@ class MapSink final : public TaskSink {
     left_ -= task.end - task.begin;
     if (progress_) progress_(Progress{results_.size() - left_, results_.size(), std::chrono::steady_clock::now() - started_});
     if (left_ != 0) return;
-    Value value;
-    value.reserve(results_.size());
-    for (std::size_t i = 0; i < results_.size(); ++i) {
-      if constexpr (Collect) {
+    if constexpr (Collect) {
+      Value value;
+      value.reserve(results_.size());
+      for (std::size_t i = 0; i < results_.size(); ++i) {
         if (auto error = results_.error(i))
           value.emplace_back(error);
         else
           value.emplace_back(results_.take(i));
-      } else {
-        value.push_back(results_.take(i));
       }
+      state_->set_value(std::move(value));
+    } else {
+      state_->set_value(results_.take_all());
     }
-    state_->set_value(std::move(value));
   }
 
   ItemResults<R> results_;
@@ -788,10 +872,21 @@ class Pool {
     using Sink = detail::MapSink<R, Collect>;
     using Value = typename Sink::Value;
 
-    auto all = std::make_shared<std::vector<T>>();
-    if constexpr (std::ranges::sized_range<Range>) all->reserve(std::ranges::size(items));
-    for (auto&& item : items) all->push_back(item);
-    const std::size_t n = all->size();
+    // Items that are their own bytes, laid out contiguously, are copied straight into each
+    // chunk's payload; any other input is first copied into one vector that the chunks share.
+    constexpr bool raw_input = std::ranges::contiguous_range<Range> && std::ranges::sized_range<Range> &&
+                               std::same_as<std::remove_cv_t<std::ranges::range_value_t<Range>>, T> &&
+                               detail::raw_range<std::vector<T>>::value;
+    std::shared_ptr<std::vector<T>> all;
+    std::size_t n;
+    if constexpr (raw_input) {
+      n = std::ranges::size(items);
+    } else {
+      all = std::make_shared<std::vector<T>>();
+      if constexpr (std::ranges::sized_range<Range>) all->reserve(std::ranges::size(items));
+      for (auto&& item : items) all->push_back(item);
+      n = all->size();
+    }
     std::size_t chunksize = options.chunksize;
     if (chunksize == 0) {
       std::size_t parts = 4 * static_cast<std::size_t>(processes());
@@ -800,16 +895,25 @@ class Pool {
     auto state = std::make_shared<detail::FutureState<Value>>();
     state->set_progress_engine(engine_);
     auto sink = std::make_shared<Sink>(n, state, std::move(options.progress));
-    auto source = std::make_shared<detail::ItemsSource<Fn, T>>(static_cast<const Fn&>(f),
-                                                                std::shared_ptr<const std::vector<T>>(all));
+    std::shared_ptr<const detail::ChunkSource> source;
+    if constexpr (raw_input)
+      source = std::make_shared<detail::RawItemsSource<Fn, T>>(static_cast<const Fn&>(f));
+    else
+      source = std::make_shared<detail::ItemsSource<Fn, T>>(static_cast<const Fn&>(f),
+                                                            std::shared_ptr<const std::vector<T>>(all));
     const auto entry = detail::entry_id<&detail::map_chunk_entry<Fn, T, Star>>();
 
     auto ids = std::make_shared<std::vector<std::uint64_t>>();
+    ids->reserve((n + chunksize - 1) / chunksize);
     for (std::size_t begin = 0; begin < n; begin += chunksize) {
       std::size_t end = std::min(n, begin + chunksize);
       detail::TaskRequest request;
       request.entry = entry;
-      detail::encode_chunk(*source, begin, end, request);
+      if constexpr (raw_input)
+        request.payload = static_cast<const detail::RawItemsSource<Fn, T>&>(*source).encode_items(
+            std::ranges::data(items) + begin, end - begin);
+      else
+        detail::encode_chunk(*source, begin, end, request);
       set_function_name<Fn>(request, f);
       request.sink = sink;
       request.chunk = source;

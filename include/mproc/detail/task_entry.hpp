@@ -158,21 +158,12 @@ ResultKind apply_entry(std::span<const std::byte> payload, std::vector<std::byte
   return ResultKind::value;
 }
 
-/// map / starmap: a chunk of items, each an argument (or a tuple of arguments when Star).
-template <class F, class T, bool Star>
-ResultKind map_chunk_entry(std::span<const std::byte> payload, std::vector<std::byte>& out) {
-  F f = task_callable<F>(payload);
-  auto items = deserialize<std::vector<T>>(take_part(payload));
-  auto call = [&](T& item) -> decltype(auto) {
-    if constexpr (Star)
-      return std::apply(f, std::move(item));
-    else
-      return std::invoke(f, std::move(item));
-  };
-  using R = std::decay_t<decltype(call(items[0]))>;
-  ChunkOutcome<R> outcome;
-  outcome.values.reserve(items.size());
-  for (std::size_t i = 0; i < items.size(); ++i) {
+/// Runs items [first, items.size()) of a chunk whose earlier items gave `outcome.values`,
+/// recording each item's value or exception; encodes the outcome into `out`.
+template <class R, class T, class Call>
+ResultKind finish_chunk(std::vector<T>& items, std::size_t first, ChunkOutcome<R>& outcome, Call& call,
+                        std::vector<std::byte>& out) {
+  for (std::size_t i = first; i < items.size(); ++i) {
     try {
       outcome.values.push_back(call(items[i]));
     } catch (...) {
@@ -185,6 +176,53 @@ ResultKind map_chunk_entry(std::span<const std::byte> payload, std::vector<std::
   }
   serialize_to(out, outcome);
   return ResultKind::partial;
+}
+
+/// map / starmap: a chunk of items, each an argument (or a tuple of arguments when Star).
+template <class F, class T, bool Star>
+ResultKind map_chunk_entry(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+  F f = task_callable<F>(payload);
+  auto call = [&](T& item) -> decltype(auto) {
+    if constexpr (Star)
+      return std::apply(f, std::move(item));
+    else
+      return std::invoke(f, std::move(item));
+  };
+  using R = std::decay_t<decltype(call(std::declval<T&>()))>;
+  if constexpr (!Star && raw_range<std::vector<T>>::value && raw_range<std::vector<R>>::value &&
+                std::is_default_constructible_v<T> && std::is_default_constructible_v<R>) {
+    // Items and results that are their own bytes: read each item from the payload and write
+    // each result into `out` where its encoding belongs — until an item throws (rare), when
+    // the chunk's outcome is built item by item instead.
+    const auto bytes = take_part(payload);
+    if (!payload.empty()) throw SerializationError("task payload has bytes after its items");
+    if (bytes.size() % sizeof(T) != 0) throw SerializationError("a chunk's items are truncated");
+    const std::size_t n = bytes.size() / sizeof(T);
+    const std::size_t at = out.size();
+    out.resize(at + n * sizeof(R));
+    for (std::size_t i = 0; i < n; ++i) {
+      T item;
+      std::memcpy(&item, bytes.data() + i * sizeof(T), sizeof(T));
+      try {
+        const R value = call(item);
+        std::memcpy(out.data() + at + i * sizeof(R), &value, sizeof(R));
+      } catch (...) {
+        ChunkOutcome<R> outcome;
+        outcome.values.resize(i);
+        if (i != 0) std::memcpy(outcome.values.data(), out.data() + at, i * sizeof(R));
+        outcome.errors.emplace_back(static_cast<std::uint32_t>(i), capture_current_exception());
+        out.resize(at);
+        auto items = deserialize<std::vector<T>>(bytes);
+        return finish_chunk(items, i + 1, outcome, call, out);
+      }
+    }
+    return ResultKind::value;
+  } else {
+    auto items = deserialize<std::vector<T>>(take_part(payload));
+    ChunkOutcome<R> outcome;
+    outcome.values.reserve(items.size());
+    return finish_chunk(items, 0, outcome, call, out);
+  }
 }
 
 /// The FunctionId of an entry instantiation (computed once per type).
