@@ -1,5 +1,6 @@
 // src/function_identity.cpp — (module, offset) identities of functions across processes.
 #include "mproc/detail/function_identity.hpp"
+#include "mproc/serialize.hpp"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -69,6 +70,17 @@ FunctionId function_id_of(const void* address) {
   last_address = address;
   last_id = id;
   return id;
+}
+
+const std::vector<std::byte>& encoded_function_id_of(const void* address) {
+  thread_local const void* last_address = nullptr;
+  thread_local std::vector<std::byte> last_bytes;
+  if (address == nullptr || address != last_address) {
+    std::vector<std::byte> bytes = serialize(function_id_of(address));
+    last_bytes.swap(bytes);
+    last_address = address;
+  }
+  return last_bytes;
 }
 
 void* resolve_function(const FunctionId& id) {

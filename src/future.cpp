@@ -158,7 +158,14 @@ bool FutureStateBase::cancel() {
   }
   // Called without mutex_: the canceller takes the pool's lock, and the pool completes states
   // while holding it.
-  if (!canceller || !canceller()) return false;
+  bool withdrawn = false;
+  if (canceller) {
+    withdrawn = canceller();
+  } else if (has_engine_task_) {
+    const auto engine = progress_.lock();
+    withdrawn = engine && engine->cancel_task(engine_task_);
+  }
+  if (!withdrawn) return false;
   if (!try_begin_completion()) return cancelled();  // e.g. terminate() got there first
   finish_completion(
       std::make_exception_ptr(CancelledError("mproc::Future: the task was cancelled")), true);

@@ -243,6 +243,39 @@ TEST_F(future_test, cancel_succeeds_when_the_canceller_removes_the_task) {
   EXPECT_FALSE(complete(*state, 1));
 }
 
+// An engine that withdraws the tasks it is told are still queued.
+class QueueingEngine final : public mproc::detail::ProgressEngine {
+ public:
+  bool make_progress() noexcept override { return false; }
+  bool cancel_task(std::uint64_t id) override {
+    asked.push_back(id);
+    return id == queued;
+  }
+  std::uint64_t queued = 0;
+  std::vector<std::uint64_t> asked;
+};
+
+TEST_F(future_test, cancel_asks_the_engine_to_withdraw_the_task_the_state_is_bound_to) {
+  auto engine = std::make_shared<QueueingEngine>();
+  engine->queued = 7;
+  auto [queued_state, queued] = make_future<int>();
+  queued_state->set_progress_engine(engine);
+  queued_state->set_engine_task(7);
+  auto [running_state, running] = make_future<int>();
+  running_state->set_progress_engine(engine);
+  running_state->set_engine_task(8);
+  EXPECT_TRUE(queued.cancel());
+  EXPECT_TRUE(queued.cancelled());
+  EXPECT_THROW(queued.get(), mproc::CancelledError);
+  EXPECT_FALSE(running.cancel());  // the engine has started it
+  EXPECT_FALSE(running.ready());
+  EXPECT_EQ(engine->asked, (std::vector<std::uint64_t>{7, 8}));
+  engine.reset();  // the pool is gone: nothing to withdraw from, and no crash
+  EXPECT_FALSE(running.cancel());
+  ASSERT_TRUE(complete(*running_state, 5));
+  EXPECT_EQ(running.get(), 5);
+}
+
 TEST_F(future_test, cancel_fails_when_the_task_already_runs) {
   auto [state, future] = make_future<int>();
   EXPECT_FALSE(future.cancel());  // no canceller: not cancellable

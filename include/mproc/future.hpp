@@ -66,6 +66,9 @@ class ProgressEngine {
   /// How long a waiter spins before it sleeps: about what a result usually takes to come
   /// back when it comes back soon (a local pool: a few µs; across MPI ranks: tens of µs).
   virtual std::chrono::nanoseconds spin_time() const noexcept { return std::chrono::microseconds(30); }
+  /// Withdraws task `id` if it has not started; true when it did (FutureStateBase::cancel of
+  /// a state bound to the task with set_engine_task).
+  virtual bool cancel_task(std::uint64_t /*id*/) { return false; }
 
  protected:
   ~ProgressEngine() = default;
@@ -121,6 +124,14 @@ class FutureStateBase {
   /// state is shared with other threads).
   void set_progress_engine(std::weak_ptr<ProgressEngine> engine) noexcept { progress_ = std::move(engine); }
 
+  /// Makes the state the result of task `id` of its progress engine: without a canceller,
+  /// cancel() asks the engine to withdraw that task (cheaper than a canceller, which is a
+  /// std::function). Set before the state's Future is handed out.
+  void set_engine_task(std::uint64_t id) noexcept {
+    engine_task_ = id;
+    has_engine_task_ = true;
+  }
+
   /// Runs callback right after completion, in the completing thread, or at once in this thread
   /// when the state is already completed. Callbacks run exactly once, in the order they were
   /// added, never with the state's lock held. An exception a callback throws is reported on
@@ -175,6 +186,8 @@ class FutureStateBase {
   std::uint64_t next_callback_id_ = 1;
   std::function<bool()> canceller_;
   std::weak_ptr<ProgressEngine> progress_;
+  std::uint64_t engine_task_ = 0;
+  bool has_engine_task_ = false;
   std::mutex cancel_mutex_;  // serialises cancel() so concurrent calls agree on the outcome
 };
 

@@ -247,6 +247,7 @@ class PoolEngine : public ProgressEngine {
   virtual ~PoolEngine() = default;
   virtual std::uint64_t submit(TaskRequest request) = 0;
   virtual bool cancel(std::uint64_t task_id) = 0;
+  bool cancel_task(std::uint64_t task_id) override { return cancel(task_id); }
   /// Withdraws every task of `ids` if none has started yet (all or nothing).
   virtual bool cancel_all(const std::vector<std::uint64_t>& ids) = 0;
   virtual unsigned processes() const = 0;
@@ -285,7 +286,8 @@ constexpr void require_task_callable() {
 template <class R>
 class FutureSink final : public TaskSink {
  public:
-  explicit FutureSink(std::shared_ptr<FutureState<R>> state) : state_(std::move(state)) {}
+  /// `state` must outlive the sink (ApplyTask keeps both in one allocation).
+  explicit FutureSink(FutureState<R>& state) : state_(&state) {}
   void deliver(const TaskRef&, ResultKind kind, std::span<const std::byte> payload) override {
     if (kind == ResultKind::value) {
       state_->set_value_bytes(payload);
@@ -303,7 +305,15 @@ class FutureSink final : public TaskSink {
   void fail(const TaskRef&, std::exception_ptr error) override { state_->set_exception(error); }
 
  private:
-  std::shared_ptr<FutureState<R>> state_;
+  FutureState<R>* state_;
+};
+
+/// An apply_async's future state and the sink the pool completes it through, in one
+/// allocation (a task's allocations are most of what submitting it costs).
+template <class R>
+struct ApplyTask {
+  FutureState<R> state;
+  FutureSink<R> sink{state};
 };
 
 /// The items of a map, shared by its chunks; encodes any sub-range for a worker.
@@ -746,7 +756,8 @@ class Pool {
     detail::require_task_callable<Fn>();
     static_assert(Serializable<Tuple>, "mproc::Pool: every task argument must be Serializable");
     static_assert(std::is_void_v<R> || Serializable<R>, "mproc::Pool: the task's result must be Serializable");
-    auto state = std::make_shared<detail::FutureState<R>>();
+    auto task = std::make_shared<detail::ApplyTask<R>>();
+    std::shared_ptr<detail::FutureState<R>> state(task, &task->state);
     state->set_progress_engine(engine_);
     detail::TaskRequest request;
     request.entry = detail::entry_id<&detail::apply_entry<Fn, Tuple>>();
@@ -761,15 +772,10 @@ class Pool {
       if (!fds.empty()) request.fds = std::make_shared<detail::FdSink>(std::move(fds));
     }
     set_function_name<Fn>(request, f);
-    request.sink = std::make_shared<detail::FutureSink<R>>(state);
+    request.sink = std::shared_ptr<detail::TaskSink>(std::move(task), &task->sink);
     request.timeout = options.timeout;
     request.max_retries = options.max_retries;
-    auto id = engine_->submit(std::move(request));
-    std::weak_ptr<detail::PoolEngine> engine = engine_;
-    state->set_canceller([engine, id] {
-      auto e = engine.lock();
-      return e && e->cancel(id);
-    });
+    state->set_engine_task(engine_->submit(std::move(request)));  // cancel() withdraws it there
     return Future<R>(std::move(state));
   }
 

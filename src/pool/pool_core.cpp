@@ -534,80 +534,117 @@ std::exception_ptr PoolCore::exception_from_result(const Task& task, const Slot&
   }
 }
 
+namespace {
+
+// Small results are copied out of the ring and handled in batches: one turn of mutex_ per
+// batch instead of per result, which the threads submitting work would otherwise fight for.
+constexpr std::size_t result_batch_records = 32;
+constexpr std::size_t result_batch_max_payload = 256;
+
+}  // namespace
+
 bool PoolCore::drain_results(Slot& slot) {
+  // Reused from call to call (the consumer role is ours): no allocation per result.
+  std::vector<Arrival>& batch = arrivals_;
+  std::vector<std::byte>& bytes = arrival_bytes_;
   bool any = false;
   for (;;) {
-    std::optional<std::span<const std::byte>> record;
-    try {
-      record = slot.results.try_read();
-    } catch (const std::exception& e) {
-      // A worker that corrupts its result ring cannot be trusted: it is killed and its
-      // tasks are handled as those of a crashed worker.
-      std::lock_guard lock(mutex_);
-      slot.killed_by_pool = true;
-      pidfd_send_signal(slot.child.pidfd.get(), SIGKILL);
-      return any;
-    }
-    if (!record) return any;
-    any = true;
-    ResultRecord result;
-    std::span<const std::byte> payload;
-    bool well_formed = true;
-    try {
-      result = decode_result_record(*record);
-      payload = result.in_overflow ? slot.result_overflow.read(result.header.payload_length) : result.inline_payload;
-    } catch (const std::exception&) {
-      well_formed = false;
-    }
-    const ResultRecordHeader& header = result.header;
-    const bool in_overflow = result.in_overflow;
-    if (!well_formed) {
-      // A worker that writes malformed records cannot be trusted with more work.
-      std::lock_guard lock(mutex_);
-      slot.killed_by_pool = true;
-      pidfd_send_signal(slot.child.pidfd.get(), SIGKILL);
+    // Gather: small records are copied and popped; a large one (or one in the overflow
+    // segment) ends the batch and is handled in place, popped after its delivery.
+    batch.clear();
+    bytes.clear();
+    std::span<const std::byte> large_payload;
+    bool large = false, in_overflow = false;
+    while (batch.size() < result_batch_records) {
+      std::optional<std::span<const std::byte>> record;
+      try {
+        record = slot.results.try_read();
+      } catch (const std::exception& e) {
+        // A worker that corrupts its result ring cannot be trusted: it is killed and its
+        // tasks are handled as those of a crashed worker.
+        std::lock_guard lock(mutex_);
+        slot.killed_by_pool = true;
+        pidfd_send_signal(slot.child.pidfd.get(), SIGKILL);
+        break;
+      }
+      if (!record) break;
+      any = true;
+      ResultRecord result;
+      bool big = false;
+      try {
+        result = decode_result_record(*record);
+        big = result.in_overflow || result.inline_payload.size() > result_batch_max_payload;
+        if (big && !batch.empty()) break;  // handled in a round of its own, next
+        if (result.in_overflow) large_payload = slot.result_overflow.read(result.header.payload_length);
+      } catch (const std::exception&) {
+        // A worker that writes malformed records cannot be trusted with more work.
+        std::lock_guard lock(mutex_);
+        slot.killed_by_pool = true;
+        pidfd_send_signal(slot.child.pidfd.get(), SIGKILL);
+        slot.results.pop();
+        continue;
+      }
+      if (big) {
+        large = true;
+        in_overflow = result.in_overflow;
+        if (!in_overflow) large_payload = result.inline_payload;
+        batch.emplace_back().header = result.header;
+        break;
+      }
+      Arrival& arrival = batch.emplace_back();
+      arrival.header = result.header;
+      arrival.payload_at = bytes.size();
+      arrival.payload_length = result.inline_payload.size();
+      bytes.insert(bytes.end(), result.inline_payload.begin(), result.inline_payload.end());
       slot.results.pop();
-      continue;
     }
-    auto kind = static_cast<ResultKind>(header.kind);
+    if (batch.empty()) return any;
+    auto payload_of = [&](const Arrival& arrival) {
+      return large ? large_payload : std::span<const std::byte>(bytes).subspan(arrival.payload_at, arrival.payload_length);
+    };
+
     Completions done;
-    std::shared_ptr<TaskSink> sink;
-    TaskRef ref;
-    std::exception_ptr error;
     {
       std::lock_guard lock(mutex_);
-      auto it = tasks_.find(header.task_id);
-      if (it != tasks_.end()) {
-        Task& task = it->second;
-        sink = task.request.sink;
-        ref = TaskRef{header.task_id, task.request.begin, task.request.end};
-        if (kind == ResultKind::exception) {
-          error = exception_from_result(task, slot, payload);
-          ++stats_.tasks_failed;
-        } else {
-          ++stats_.tasks_done;
+      for (Arrival& arrival : batch) {
+        const ResultRecordHeader& header = arrival.header;
+        auto it = tasks_.find(header.task_id);
+        if (it != tasks_.end()) {
+          Task& task = it->second;
+          arrival.sink = std::move(task.request.sink);
+          arrival.ref = TaskRef{header.task_id, task.request.begin, task.request.end};
+          if (static_cast<ResultKind>(header.kind) == ResultKind::exception) {
+            arrival.error = exception_from_result(task, slot, payload_of(arrival));
+            ++stats_.tasks_failed;
+          } else {
+            ++stats_.tasks_done;
+          }
+          tasks_.erase(it);
         }
-        tasks_.erase(it);
+        auto pos = std::find(slot.assigned.begin(), slot.assigned.end(), header.task_id);
+        if (pos != slot.assigned.end()) slot.assigned.erase(pos);
+        // A moving average over about the last 8 tasks (at least 1 ns: 0 means "not measured").
+        task_run_ns_average_ = std::max<std::uint64_t>(
+            1, task_run_ns_average_ ? (7 * task_run_ns_average_ + header.run_ns) / 8 : header.run_ns);
       }
-      auto pos = std::find(slot.assigned.begin(), slot.assigned.end(), header.task_id);
-      if (pos != slot.assigned.end()) slot.assigned.erase(pos);
       consecutive_initializer_failures_ = 0;  // a worker got past its initializer
-      // A moving average over about the last 8 tasks (at least 1 ns: 0 means "not measured").
-      task_run_ns_average_ = std::max<std::uint64_t>(
-          1, task_run_ns_average_ ? (7 * task_run_ns_average_ + header.run_ns) / 8 : header.run_ns);
       dispatch_locked(done);
     }
-    if (sink) {
+    for (Arrival& arrival : batch) {
+      if (!arrival.sink) continue;
       try {
-        if (error)
-          sink->fail(ref, error);
+        if (arrival.error)
+          arrival.sink->fail(arrival.ref, arrival.error);
         else
-          sink->deliver(ref, kind, payload);
+          arrival.sink->deliver(arrival.ref, static_cast<ResultKind>(arrival.header.kind), payload_of(arrival));
       } catch (...) {
       }
+      arrival.sink.reset();  // a map's last chunk frees its results here, outside the lock
     }
-    if (in_overflow) slot.result_overflow.release();
-    slot.results.pop();
+    if (large) {
+      if (in_overflow) slot.result_overflow.release();
+      slot.results.pop();
+    }
     complete(done);
   }
 }

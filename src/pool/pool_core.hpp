@@ -8,6 +8,7 @@
 #include <deque>
 #include <exception>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -89,6 +90,16 @@ class PoolCore final : public PoolEngine {
   };
   using Completions = std::vector<Completion>;
 
+  // A result read from a ring, in drain_results.
+  struct Arrival {
+    ResultRecordHeader header;
+    std::size_t payload_at = 0;  // in arrival_bytes_ (unless it is the round's one large result)
+    std::size_t payload_length = 0;
+    std::shared_ptr<TaskSink> sink;
+    TaskRef ref;
+    std::exception_ptr error;
+  };
+
   void launch_worker_locked(Slot& slot);
   std::size_t credit_locked() const;
   void dispatch_locked(Completions& done);
@@ -118,10 +129,15 @@ class PoolCore final : public PoolEngine {
   // the supervisor, or by a thread waiting on a future (make_progress). Sinks and user
   // callbacks therefore run one at a time. Order: results_mutex_ before mutex_.
   std::mutex results_mutex_;
+  std::vector<Arrival> arrivals_;           // drain_results' batch (results_mutex_)
+  std::vector<std::byte> arrival_bytes_;    // and the payloads it copied out of the ring
   mutable AdaptiveMutex mutex_;
   State state_ = State::running;
   std::uint64_t next_id_ = 0;
-  std::unordered_map<std::uint64_t, Task> tasks_;
+  // Task nodes come from a pool owned by mutex_'s holder: no malloc (nor malloc's arena
+  // lock, which the submitting thread and the one delivering results would share) per task.
+  std::pmr::unsynchronized_pool_resource task_nodes_;
+  std::pmr::unordered_map<std::uint64_t, Task> tasks_{&task_nodes_};
   std::deque<std::uint64_t> pending_;
   std::vector<std::unique_ptr<Slot>> slots_;
   PoolStats stats_;

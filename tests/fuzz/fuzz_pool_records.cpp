@@ -88,8 +88,11 @@ void item_results(std::uint8_t control, Bytes payload) {
   }
   for (std::size_t i = 0; i < results.size(); ++i) {
     const bool inside = i >= task.begin && i < task.end;
-    if (results.has(i) != inside) finding("an item stored outside its chunk or missing");
-    if (!inside) continue;
+    if (!inside) {
+      // Values are decoded in place: an item outside the chunk must be untouched.
+      if (results.error(i) || !(results.take(i) == R{})) finding("an item stored outside its chunk");
+      continue;
+    }
     if (auto error = results.error(i))
       consume(error);
     else
@@ -100,7 +103,7 @@ void item_results(std::uint8_t control, Bytes payload) {
 template <class R>
 void future_sink(std::uint8_t control, Bytes payload) {
   auto state = std::make_shared<mproc::detail::FutureState<R>>();
-  FutureSink<R> sink(state);
+  FutureSink<R> sink(*state);
   const auto kind = static_cast<ResultKind>(control % 4);
   sink.deliver(TaskRef{}, kind, payload);
   if (!state->ready()) finding("the future was not completed");

@@ -4,9 +4,11 @@
 // differ (ASLR) and nothing can be pickled.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <typeinfo>
+#include <vector>
 
 namespace mproc::detail {
 
@@ -24,6 +26,10 @@ struct FunctionId {
 /// The identity of the code at `address`. Throws std::invalid_argument when the
 /// address is in no loaded module (e.g. JIT code).
 FunctionId function_id_of(const void* address);
+
+/// serialize(function_id_of(address)), remembered for the last address per thread (a pool
+/// encodes its task's function on every submission). Valid until this thread's next call.
+const std::vector<std::byte>& encoded_function_id_of(const void* address);
 
 /// The address of `id` in this process, loading its module when needed.
 /// Throws std::runtime_error when the module cannot be found or the offset is outside it.

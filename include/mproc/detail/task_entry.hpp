@@ -117,7 +117,11 @@ F task_callable(std::span<const std::byte>& payload) {
 template <class F>
 void append_task_callable(std::vector<std::byte>& out, const F& f) {
   if constexpr (std::is_pointer_v<F>) {
-    append_part(out, function_id_of(reinterpret_cast<const void*>(f)));
+    const auto& id = encoded_function_id_of(reinterpret_cast<const void*>(f));
+    std::size_t at;
+    begin_part(out, at);
+    out.insert(out.end(), id.begin(), id.end());
+    end_part(out, at);
   } else {
     std::size_t at;
     begin_part(out, at);
