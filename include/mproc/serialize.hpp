@@ -62,6 +62,7 @@ constexpr void require_serializable() {
 inline void append_bytes(std::vector<std::byte>& out, const void* data, std::size_t size) {
   if (size == 0) return;
   const auto* p = static_cast<const std::byte*>(data);
+  if (size >= huge_buffer_bytes) reserve_bulk(out, out.size() + size);
   out.insert(out.end(), p, p + size);
 }
 
@@ -145,15 +146,20 @@ T decode_range(std::span<const std::byte> bytes) {
   const std::size_t count = bytes.size() / sizeof(E);
   if constexpr (byte_like<E>) {
     const auto* p = reinterpret_cast<const E*>(bytes.data());
-    return T(p, p + count);
+    if (bytes.size() < huge_buffer_bytes) return T(p, p + count);
+    T range;
+    reserve_bulk(range, count);
+    range.assign(p, p + count);
+    return range;
   } else if constexpr (std::default_initializable<E>) {
     T range;
+    reserve_bulk(range, count);
     range.resize(count);
     if (count != 0) std::memcpy(static_cast<void*>(range.data()), bytes.data(), bytes.size());
     return range;
   } else {
     T range;
-    range.reserve(count);
+    reserve_bulk(range, count);
     for (std::size_t i = 0; i < count; ++i) range.push_back(from_bytes<E>(&bytes[i * sizeof(E)]));
     return range;
   }
@@ -223,6 +229,7 @@ std::vector<std::byte> serialize(const T& value) {
     using U = std::remove_cv_t<T>;
     if constexpr (detail::raw_value<U> || detail::raw_range<U>::value) {
       const auto bytes = detail::raw_bytes<U>(value);
+      detail::reserve_bulk(out, bytes.size());
       out.assign(bytes.begin(), bytes.end());
     } else {
       out.reserve(64);  // most messages are small: skip the first few regrowths

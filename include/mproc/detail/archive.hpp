@@ -86,6 +86,24 @@ constexpr std::string_view type_name() noexcept {
 // ---------------------------------------------------------------------------------------------
 // The archives
 
+/// Advises the kernel to back [data, data + size) with transparent huge pages where it can
+/// (src/huge_pages.cpp); a hint that never fails.
+void advise_huge_pages(const void* data, std::size_t size) noexcept;
+
+/// Buffers from this size on are allocated ahead and advised to use huge pages before their
+/// first touch (which then costs a fault per 2 MiB instead of per 4 KiB).
+inline constexpr std::size_t huge_buffer_bytes = std::size_t{4} << 20;
+
+/// Makes room in `buffer` (a vector or string) for `count` elements in all before they are
+/// written, advising huge pages when the new storage is large.
+template <class Buffer>
+void reserve_bulk(Buffer& buffer, std::size_t count) {
+  using E = typename Buffer::value_type;
+  if (count <= buffer.capacity()) return;
+  buffer.reserve(count);
+  if (count * sizeof(E) >= huge_buffer_bytes) advise_huge_pages(buffer.data(), buffer.capacity() * sizeof(E));
+}
+
 /// Appends cereal's binary encoding of values to a byte vector.
 class OutputArchive : public cereal::OutputArchive<OutputArchive, cereal::AllowEmptyClassElision> {
  public:
@@ -96,6 +114,7 @@ class OutputArchive : public cereal::OutputArchive<OutputArchive, cereal::AllowE
   void save_binary(const void* data, std::size_t size) {
     if (size == 0) return;  // data may be null (an empty vector's data())
     const auto* p = static_cast<const std::byte*>(data);
+    if (size >= huge_buffer_bytes) reserve_bulk(out_, out_.size() + size);
     out_.insert(out_.end(), p, p + size);
   }
 
@@ -452,8 +471,12 @@ requires(!std::is_same_v<T, bool>) void load(InputArchive& ar, std::vector<T, A>
     if constexpr (holds_bool<T>::value) check_bools(bytes);
     if constexpr (byte_like<T>) {
       const auto* p = reinterpret_cast<const T*>(bytes.data());
+      vector.clear();
+      reserve_bulk(vector, static_cast<std::size_t>(size));
       vector.assign(p, p + size);
     } else {
+      vector.clear();
+      reserve_bulk(vector, static_cast<std::size_t>(size));
       vector.resize(static_cast<std::size_t>(size));
       if (!bytes.empty()) std::memcpy(vector.data(), bytes.data(), bytes.size());
     }
