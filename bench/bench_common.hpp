@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "mproc/pool.hpp"
+#include "proc_stats.hpp"
 
 namespace bench {
 
@@ -153,25 +154,6 @@ inline double own_cpu_seconds() {
     return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6;
   };
   return tv(usage.ru_utime) + tv(usage.ru_stime);
-}
-
-/// The value in kB of `key` (e.g. "VmRSS:") in a /proc file of "key value kB" lines; 0 if absent.
-inline double proc_kib(const std::string& path, const std::string& key) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (line.compare(0, key.size(), key) == 0) return std::stod(line.substr(key.size()));
-  return 0;
-}
-
-inline double rss_kib(pid_t pid) {
-  return proc_kib("/proc/" + std::to_string(pid) + "/status", "VmRSS:");
-}
-
-/// Unique set size: the pages only this process maps (Private_Clean + Private_Dirty).
-inline double uss_kib(pid_t pid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/smaps_rollup";
-  return proc_kib(path, "Private_Clean:") + proc_kib(path, "Private_Dirty:");
 }
 
 // ---------------------------------------------------------------- pool helpers

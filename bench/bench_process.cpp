@@ -7,9 +7,8 @@
 //   BM_process_start_join/M       Process(noop).start(); join() under fork, forkserver, spawn (p50)
 //   BM_pool_idle_cpu              CPU of this process and its descendants over an idle period, %
 //   BM_pool_idle_memory/M         RSS and USS of an idle worker, this process's RSS growth per
-//                                 worker: measured in a fresh copy of this program
-//                                 (`bench_process --measure-idle-memory M`), so that what earlier
-//                                 benchmarks left in this process's memory does not count
+//                                 worker: measured by `idle_memory_probe M`, a fresh program
+//                                 linked with mproc only (bench/idle_memory_probe.cpp)
 //
 // Naming a function pointer (the name goes into crash reports) makes Boost.Stacktrace load the
 // program's debug information into this process, once; a forked child inherits that memory, so
@@ -125,61 +124,25 @@ BENCHMARK(BM_pool_idle_cpu)->Iterations(1)->UseManualTime()->Unit(benchmark::kMi
 
 // ---------------------------------------------------------------- figure 9
 
-constexpr const char* measure_flag = "--measure-idle-memory";
-
 struct MemoryFigures {
   double worker_rss_kib = 0, worker_uss_kib = 0, worker_rss_max_kib = 0, worker_uss_max_kib = 0;
   double workers_seen = 0, parent_rss_kib = 0, parent_rss_per_worker_kib = 0,
          name_lookup_rss_kib = 0;
 };
 
-// Runs in a fresh copy of this program. The tasks are captureless lambdas, whose names cost
-// nothing; naming a function pointer is measured last, on its own (name_lookup_rss_kib).
-MemoryFigures measure_idle_memory(mproc::StartMethod method) {
-  constexpr unsigned workers = 2;
-  MemoryFigures m;
-  double parent_before = bench::rss_kib(::getpid());
-  mproc::Pool pool(mproc::PoolOptions{.processes = workers, .start_method = method});
-  for (int i = 0; i < 100; ++i) pool.apply([](int x) { return x + 1; }, i);
-  std::set<pid_t> pids;
-  for (int attempt = 0; attempt < 50 && pids.size() < workers; ++attempt) {
-    std::vector<mproc::Future<int>> naps;
-    for (unsigned i = 0; i < workers; ++i)
-      naps.push_back(pool.apply_async(
-          [](int ms) {
-            ::usleep(static_cast<useconds_t>(ms) * 1000);
-            return static_cast<int>(::getpid());
-          },
-          30));
-    for (auto& nap : naps) pids.insert(nap.get());
-  }
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  for (pid_t pid : pids) {
-    double r = bench::rss_kib(pid), u = bench::uss_kib(pid);
-    m.worker_rss_kib += r / static_cast<double>(pids.size());
-    m.worker_uss_kib += u / static_cast<double>(pids.size());
-    m.worker_rss_max_kib = std::max(m.worker_rss_max_kib, r);
-    m.worker_uss_max_kib = std::max(m.worker_uss_max_kib, u);
-  }
-  m.workers_seen = static_cast<double>(pids.size());
-  m.parent_rss_kib = bench::rss_kib(::getpid());
-  m.parent_rss_per_worker_kib = (m.parent_rss_kib - parent_before) / workers;
-  pool.apply(add_one, 0);  // the first function pointer this process names
-  m.name_lookup_rss_kib = bench::rss_kib(::getpid()) - m.parent_rss_kib;
-  return m;
-}
-
 void BM_pool_idle_memory(benchmark::State& state) {
   const auto method = static_cast<mproc::StartMethod>(state.range(0));
   for (auto _ : state) {
     auto start = Clock::now();
+    // idle_memory_probe is built next to this program (bench/CMakeLists.txt).
     char self[4096] = {};
     if (::readlink("/proc/self/exe", self, sizeof self - 1) <= 0) {
       state.SkipWithError("cannot find this program");
       break;
     }
-    const std::string command =
-        "'" + std::string(self) + "' " + measure_flag + " " + std::to_string(state.range(0));
+    std::string probe(self);
+    probe = probe.substr(0, probe.rfind('/') + 1) + "idle_memory_probe";
+    const std::string command = "'" + probe + "' " + std::to_string(state.range(0));
     FILE* child = ::popen(command.c_str(), "r");
     MemoryFigures m;
     int fields = child ? std::fscanf(child, "%lf %lf %lf %lf %lf %lf %lf %lf", &m.worker_rss_kib,
@@ -215,13 +178,6 @@ BENCHMARK(BM_pool_idle_memory)
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 3 && std::strcmp(argv[1], measure_flag) == 0) {
-    MemoryFigures m = measure_idle_memory(static_cast<mproc::StartMethod>(std::atoi(argv[2])));
-    std::printf("%.0f %.0f %.0f %.0f %.0f %.0f %.1f %.0f\n", m.worker_rss_kib, m.worker_uss_kib,
-                m.worker_rss_max_kib, m.worker_uss_max_kib, m.workers_seen, m.parent_rss_kib,
-                m.parent_rss_per_worker_kib, m.name_lookup_rss_kib);
-    return 0;
-  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -550,10 +550,11 @@ How to read it:
   queued task on a replacement but never delivers the killed task's result ("hang": not there
   after the timeout); `ProcessPoolExecutor` fails the killed task *and every other pending or
   later one* with `BrokenProcessPool` ("broken").
-- Idle worker memory: a `Pool(2)` built in a fresh copy of `bench_process` (its tasks are
-  captureless lambdas), after each worker ran a task. RSS counts pages shared with others (a
-  fork worker maps the parent's heap and libraries copy-on-write; a spawn worker maps the whole
-  benchmark program and its libraries), USS (`Private_Clean + Private_Dirty` of
+- Idle worker memory: a `Pool(2)` built in `idle_memory_probe`, a fresh program linked with
+  mproc only, as a user's would be (not with Google Benchmark), whose tasks are captureless
+  lambdas, after each worker ran a task. RSS counts pages shared with others (a fork worker
+  maps the parent's heap and libraries copy-on-write; a spawn worker maps the whole program and
+  its libraries: libc and libstdc++ alone are ~2.7 MiB of it), USS (`Private_Clean + Private_Dirty` of
   `/proc/<pid>/smaps_rollup`) counts what the worker alone costs. CPython: `Pool(2)` in a
   fresh interpreter. The last row is what naming a function pointer (for crash reports) adds
   to the parent: a fork child inherits it, so a process forked after that costs more.
