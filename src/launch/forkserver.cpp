@@ -23,6 +23,8 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <string>
+#include <system_error>
 
 #include "fd_passing.hpp"
 #include "launch/launcher.hpp"
@@ -87,6 +89,15 @@ LaunchedChild launch_from_server(LaunchedChild& server, const ChildIdentity& ide
   send_frame(server.control.get(), record, fds);
   control_child.reset();
   status_child.reset();
+  // A server that does not answer (SIGSTOPped, or wedged) must not freeze the caller — a
+  // pool's supervisor replacing a worker holds the pool's launch path meanwhile. It is killed
+  // and reported like a dead one, which every caller already handles (restart, fall back).
+  if (!poll_one(status_parent.get(), POLLIN, helper_reply_timeout_ms)) {
+    if (server.pidfd) pidfd_send_signal(server.pidfd.get(), SIGKILL);
+    throw std::system_error(std::make_error_code(std::errc::timed_out),
+                            "the forkserver did not answer within " + std::to_string(helper_reply_timeout_ms / 1000) +
+                                " s (stopped or hung); it was killed");
+  }
   Frame reply;
   if (!recv_frame(status_parent.get(), reply) || reply.fds.size() != 1 ||
       reply.bytes.size() != sizeof(std::int32_t))
@@ -128,6 +139,12 @@ LaunchedChild launch_forkserver(const ChildIdentity& identity, const SpawnTarget
 void stop_server(LaunchedChild& server) noexcept {
   if (!server.pidfd) return;
   server.control.reset();  // EOF: the server leaves its loop and exits
+  try {
+    // A stopped (or hung) server never reads the EOF: it is killed after a while.
+    if (!poll_one(server.pidfd.get(), POLLIN, helper_reply_timeout_ms)) pidfd_send_signal(server.pidfd.get(), SIGKILL);
+  } catch (...) {
+    pidfd_send_signal(server.pidfd.get(), SIGKILL);
+  }
   siginfo_t info{};
   retry_eintr([&] { return ::waitid(P_PIDFD, server.pidfd.get(), &info, WEXITED); });
   server = LaunchedChild{};

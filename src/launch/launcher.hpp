@@ -66,10 +66,15 @@ LaunchedChild spawn_program(const BootRecord& boot, std::span<const int> extra_f
 /// forkserver loop. A pool forks its workers from one so that it never has to fork
 /// itself once it has threads.
 LaunchedChild start_zygote();
-/// Asks a forkserver or zygote (`server`) for a child running `target`.
+/// How long a forkserver or zygote may take to answer a launch, or to exit when told to;
+/// one that does not (SIGSTOPped, hung) is then killed.
+inline constexpr int helper_reply_timeout_ms = 5'000;
+/// Asks a forkserver or zygote (`server`) for a child running `target`. Throws
+/// std::system_error when the server is dead, or did not answer (it is then killed).
 LaunchedChild launch_from_server(LaunchedChild& server, const ChildIdentity& identity,
                                  const SpawnTarget& target, std::span<const int> extra_fds);
-/// Closes a server's control socket (it exits) and reaps it.
+/// Closes a server's control socket (it exits) and reaps it; kills it first when it does not
+/// exit within helper_reply_timeout_ms.
 void stop_server(LaunchedChild& server) noexcept;
 
 /// The exit code reported when a child's status cannot be known (its forkserver died).

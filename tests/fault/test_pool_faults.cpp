@@ -340,6 +340,31 @@ TEST_F(pool_helper_fault_test, the_pool_survives_the_death_of_its_zygote_or_fork
   mproc::detail::stop_forkserver();
 }
 
+// A SIGSTOPped helper never answers: the pool must not wait for it for ever. The crashed
+// worker's status (which the helper would report) is given up on after a bound, the launch of
+// its replacement times out, the helper is killed, and the pool goes on without it.
+TEST_F(pool_helper_fault_test, a_stopped_zygote_or_forkserver_does_not_freeze_the_pool) {
+  for (auto method : {StartMethod::fork, StartMethod::forkserver}) {
+    mproc::detail::stop_forkserver();
+    Pool pool(PoolOptions{.processes = 2, .start_method = method});
+    EXPECT_EQ(pool.apply(square, 3), 9);
+    std::vector<pid_t> helpers = mproc_test::children_of(::getpid());
+    ASSERT_EQ(helpers.size(), 1u) << mproc::to_string(method);
+    ASSERT_EQ(::kill(helpers[0], SIGSTOP), 0);
+    EXPECT_THROW(pool.apply(sigkill_task, 0), mproc::WorkerCrashed);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(pool.apply(square, i), i * i);
+    EXPECT_EQ(pool.stats().workers_died, 1u);
+    // Killed and reaped by the pool or the launcher, not left stopped behind them.
+    int status = 0;
+    const pid_t reaped = ::waitpid(helpers[0], &status, WNOHANG);
+    if (reaped == helpers[0])
+      EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << mproc::to_string(method);
+    else
+      EXPECT_TRUE(reaped == -1 && errno == ECHILD && ::kill(helpers[0], 0) == -1) << mproc::to_string(method);
+  }
+  mproc::detail::stop_forkserver();
+}
+
 namespace {
 int allocate_in_map(int mib) { return allocate_mib(mib); }
 }  // namespace
