@@ -38,6 +38,14 @@ namespace mproc::mpi {
 /// std::runtime_error when MPI cannot start or lacks MPI_THREAD_SERIALIZED.
 void init(int& argc, char**& argv);
 
+/// As init(argc, argv), and when the program was started without mpirun (a job of one rank),
+/// it spawns `spawn_agents` agents on this host with MPI_Comm_spawn: copies of this program,
+/// with the same arguments, that become ranks 1..spawn_agents (their own call of init never
+/// returns). Under mpirun (more than one rank), `spawn_agents` is ignored.
+///
+///   mproc::mpi::init(argc, argv, 2);   // ./app: a driver and 2 agents; mpirun -np 5 ./app: 4
+void init(int& argc, char**& argv, unsigned spawn_agents);
+
 /// Tells the agents to exit and finalizes MPI (rank 0). Idempotent; called at exit when the
 /// program does not. Requires: no mproc::mpi::Pool alive (std::logic_error otherwise).
 void finalize();

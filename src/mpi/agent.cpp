@@ -284,6 +284,7 @@ class Agent {
     } catch (...) {
     }
     MPI_Comm_free(&rt_.comm);
+    if (rt_.spawn_link != MPI_COMM_NULL) MPI_Comm_disconnect(&rt_.spawn_link);
     MPI_Finalize();
     std::fflush(nullptr);
     std::exit(0);

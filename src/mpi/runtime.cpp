@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
+#include <vector>
 
+#include "mpi/spawned_agents.hpp"
 #include "mpi/wire.hpp"
 
 namespace mproc::mpi {
@@ -30,7 +32,9 @@ void check(int rc, const char* what) {
 void abort_job(const std::string& message) noexcept {
   std::fprintf(stderr, "mproc::mpi: %s\n", message.c_str());
   std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 1);
+  // rt.comm spans every rank of mproc's job: in spawn mode MPI_COMM_WORLD is one process.
+  const MPI_Comm everyone = runtime().comm != MPI_COMM_NULL ? runtime().comm : MPI_COMM_WORLD;
+  MPI_Abort(everyone, 1);
   std::_Exit(1);
 }
 
@@ -93,6 +97,24 @@ int rank_from_environment() {
   return -1;
 }
 
+// Spawn mode: this process (a job of one) starts `agents` copies of its own program on this
+// host, which find their parent in init() and become agents 1..agents of the merged
+// communicator. Their argv is the driver's (without the program name).
+void spawn_agents(Runtime& rt, unsigned agents, int argc, char** argv) {
+  char self[4096] = {};
+  if (::readlink("/proc/self/exe", self, sizeof self - 1) <= 0)
+    throw std::runtime_error("mproc::mpi::init: cannot find this program to spawn agents (/proc/self/exe)");
+  std::vector<char*> child_argv;
+  for (int i = 1; i < argc; ++i) child_argv.push_back(argv[i]);
+  child_argv.push_back(nullptr);
+  std::vector<int> errors(agents, MPI_SUCCESS);
+  check(MPI_Comm_spawn(self, child_argv.data(), static_cast<int>(agents), MPI_INFO_NULL, 0, MPI_COMM_SELF,
+                       &rt.spawn_link, errors.data()),
+        "MPI_Comm_spawn");
+  for (int error : errors) check(error, "MPI_Comm_spawn (an agent)");
+  check(MPI_Intercomm_merge(rt.spawn_link, 0, &rt.comm), "MPI_Intercomm_merge");
+}
+
 void finalize_at_exit() {
   try {
     finalize();
@@ -105,6 +127,10 @@ void finalize_at_exit() {
 }  // namespace detail
 
 void init(int& argc, char**& argv) {
+  init(argc, argv, 0);
+}
+
+void init(int& argc, char**& argv, unsigned spawn_agents) {
   auto& rt = detail::runtime();
   if (rt.initialized || rt.finalized) throw std::logic_error("mproc::mpi::init: called twice");
   int already = 0;
@@ -124,7 +150,19 @@ void init(int& argc, char**& argv) {
   detail::check(MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
   if (provided < MPI_THREAD_SERIALIZED)
     detail::abort_job("this MPI library does not provide MPI_THREAD_SERIALIZED, which mproc needs");
-  detail::check(MPI_Comm_dup(MPI_COMM_WORLD, &rt.comm), "MPI_Comm_dup");
+  MPI_Comm parent = MPI_COMM_NULL;
+  detail::check(MPI_Comm_get_parent(&parent), "MPI_Comm_get_parent");
+  int world_size = 1;
+  detail::check(MPI_Comm_size(MPI_COMM_WORLD, &world_size), "MPI_Comm_size");
+  if (parent != MPI_COMM_NULL) {
+    // Spawned by a driver in spawn mode: agents come after it in the merged communicator.
+    rt.spawn_link = parent;
+    detail::check(MPI_Intercomm_merge(parent, 1, &rt.comm), "MPI_Intercomm_merge");
+  } else if (world_size == 1 && spawn_agents > 0) {
+    detail::spawn_agents(rt, spawn_agents, argc, argv);
+  } else {
+    detail::check(MPI_Comm_dup(MPI_COMM_WORLD, &rt.comm), "MPI_Comm_dup");
+  }
   // Failures come back as error codes, which mproc turns into a message naming the peer.
   detail::check(MPI_Comm_set_errhandler(rt.comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   detail::check(MPI_Comm_rank(rt.comm, &rt.rank), "MPI_Comm_rank");
@@ -133,6 +171,15 @@ void init(int& argc, char**& argv) {
   ::gethostname(host, sizeof host - 1);
   rt.host = host;
   rt.initialized = true;
+  if (rt.spawn_link != MPI_COMM_NULL) {
+    // Spawn mode has no mpirun to end the job when an agent dies: the driver watches them.
+    long pid = static_cast<long>(::getpid());
+    std::vector<long> pids(rt.rank == 0 ? static_cast<std::size_t>(rt.size) : 0);
+    detail::check(MPI_Gather(&pid, 1, MPI_LONG, pids.data(), 1, MPI_LONG, 0, rt.comm), "MPI_Gather");
+    if (rt.rank == 0)
+      rt.spawned_agents_watch =
+          std::make_unique<detail::SpawnedAgentsWatch>(std::vector<long>(pids.begin() + 1, pids.end()));
+  }
 
   if (rt.rank != 0) {
     // The launcher's environment did not tell the rank: the zygote is made now (fork after
@@ -149,12 +196,14 @@ void finalize() {
   if (!rt.initialized || rt.finalized) return;
   if (rt.pool_alive)
     throw std::logic_error("mproc::mpi::finalize: an mproc::mpi::Pool is still alive; destroy it first");
+  rt.spawned_agents_watch.reset();  // the agents are about to exit, as they should
   if (rt.rank == 0) {
     detail::Outgoing out;
     for (int r = 1; r < rt.size; ++r) out.send({}, r, detail::tag_shutdown, rt.comm);
     out.drain();
   }
   MPI_Comm_free(&rt.comm);
+  if (rt.spawn_link != MPI_COMM_NULL) MPI_Comm_disconnect(&rt.spawn_link);
   MPI_Finalize();
   rt.initialized = false;
   rt.finalized = true;

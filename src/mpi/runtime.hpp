@@ -18,15 +18,20 @@
 
 namespace mproc::mpi::detail {
 
+class SpawnedAgentsWatch;
+
 struct Runtime {
   bool initialized = false;
   bool finalized = false;
   int rank = 0;
   int size = 1;
-  MPI_Comm comm = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD: mproc's traffic only
+  MPI_Comm comm = MPI_COMM_NULL;  // a duplicate of MPI_COMM_WORLD (or, in spawn mode, the
+                                  // driver and its spawned agents merged): mproc's traffic only
+  MPI_Comm spawn_link = MPI_COMM_NULL;  // spawn mode: the driver↔agents intercommunicator
   std::string host;
   mproc::detail::LaunchedChild zygote;  // agents: made before MPI_Init
   bool pool_alive = false;              // driver: one mproc::mpi::Pool at a time
+  std::unique_ptr<SpawnedAgentsWatch> spawned_agents_watch;  // spawn mode, driver
 };
 
 Runtime& runtime();

@@ -3,9 +3,12 @@
 # bounded by a timeout, in its own Open MPI shared-memory directory.
 #
 #   run_mpi_test.sh run          PROGRAM ARGS...   the job must succeed
+#   run_mpi_test.sh spawn        PROGRAM ARGS...   the same without mpirun: PROGRAM spawns its
+#       two agents with MPI_Comm_spawn (MPROC_TEST_SPAWN_AGENTS=2)
 #   run_mpi_test.sh agent-killed PROGRAM ARGS...   the program kills agent rank 2: the job must
 #       end non-zero within the timeout, its output naming rank 2, leaving no process and no
 #       shared-memory file behind
+#   run_mpi_test.sh spawn-agent-killed PROGRAM ARGS...   agent-killed in spawn mode
 #   run_mpi_test.sh two-hosts    PROGRAM ARGS...   the driver and agent 1 in one network
 #       namespace, agent 2 in another, joined by a veth pair of their own (root and `ip netns`
 #       needed, otherwise the test is skipped: exit status 77)
@@ -53,15 +56,27 @@ case $mode in
     exit $rc
     ;;
 
-  agent-killed)
+  spawn)
+    MPROC_TEST_SPAWN_AGENTS=2 timeout -k 10 "$job_timeout" "$@" "$token"
+    rc=$?
+    check_nothing_left
+    rm -rf "$shm_dir"
+    exit $rc
+    ;;
+
+  agent-killed|spawn-agent-killed)
     before=$(shm_snapshot)
     output=$(mktemp)
     start=$(date +%s)
-    timeout -k 10 "$job_timeout" "$mpirun" -np 3 "$@" "$token" >"$output" 2>&1
+    if [[ $mode == agent-killed ]]; then
+      timeout -k 10 "$job_timeout" "$mpirun" -np 3 "$@" "$token" >"$output" 2>&1
+    else
+      MPROC_TEST_SPAWN_AGENTS=2 timeout -k 10 "$job_timeout" "$@" "$token" >"$output" 2>&1
+    fi
     rc=$?
     elapsed=$(($(date +%s) - start))
     cat "$output"
-    echo "run_mpi_test.sh: mpirun exited with status $rc after ${elapsed} s" >&2
+    echo "run_mpi_test.sh: the job exited with status $rc after ${elapsed} s" >&2
     [[ $rc -ne 0 ]] || fail "the job succeeded although an agent was killed"
     # mpirun's own status is 128 + the agent's signal (137); timeout's is 124.
     [[ $rc -ne 124 && $elapsed -lt $job_timeout ]] || fail "the job hung after an agent was killed (timeout)"

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string>
@@ -25,9 +26,16 @@ int square(int x) { return x * x; }
 int add(int a, int b) { return a + b; }
 
 // The rank of the agent whose worker runs this (workers inherit the launcher's environment).
-int agent_rank(int) {
-  const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
-  return rank ? std::atoi(rank) : -1;
+// The pid of the agent whose worker runs this: a worker's parent is its agent's zygote,
+// whose parent is the agent (field 4 of /proc/<pid>/stat).
+long agent_pid(int) {
+  std::ifstream stat("/proc/" + std::to_string(::getppid()) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  char state = 0;
+  long parent = -1;
+  fields >> state >> parent;
+  return parent;
 }
 
 std::string agent_host(int) {
@@ -119,9 +127,10 @@ TEST(mpi_test, map_keeps_input_order) {
 TEST(mpi_test, tasks_land_on_every_agent) {
   mproc::mpi::Pool pool(2);
   std::vector<int> items(200, 0);
-  auto ranks = pool.map(agent_rank, items, 1);
-  std::set<int> seen(ranks.begin(), ranks.end());
-  EXPECT_EQ(seen, (std::set<int>{1, 2}));
+  auto pids = pool.map(agent_pid, items, 1);
+  std::set<long> seen(pids.begin(), pids.end());
+  ASSERT_EQ(pool.agents().size(), 2u);
+  EXPECT_EQ(seen, (std::set<long>{pool.agents()[0].pid, pool.agents()[1].pid}));
   auto hosts = pool.map(agent_host, std::vector<int>(10, 0), 1);
   EXPECT_FALSE(hosts[0].empty());
 }
@@ -279,8 +288,8 @@ TEST(mpi_role, two_hosts) {
   for (int i = 0; i < 200; ++i) items[static_cast<std::size_t>(i)] = i;
   auto squares = pool.map(square, items, 1);
   for (int i = 0; i < 200; ++i) ASSERT_EQ(squares[static_cast<std::size_t>(i)], i * i);
-  auto ranks = pool.map(agent_rank, std::vector<int>(100, 0), 1);
-  EXPECT_EQ(std::set<int>(ranks.begin(), ranks.end()), (std::set<int>{1, 2}));
+  auto pids = pool.map(agent_pid, std::vector<int>(100, 0), 1);
+  EXPECT_EQ(std::set<long>(pids.begin(), pids.end()), (std::set<long>{pool.agents()[0].pid, pool.agents()[1].pid}));
   auto results = pool.map(segfault_on_37, items, mproc::collect, {.chunksize = 8});
   for (int i = 0; i < 200; ++i) EXPECT_EQ(results[static_cast<std::size_t>(i)].ok(), i != 37) << i;
 }
@@ -288,7 +297,10 @@ TEST(mpi_role, two_hosts) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  mproc::mpi::init(argc, argv);  // ranks 1 and 2 serve the pool and never return
+  // Under mpirun, ranks 1 and 2 serve the pool and never return. Started as a plain program
+  // with MPROC_TEST_SPAWN_AGENTS=N (run_mpi_test.sh spawn), it spawns N agents itself.
+  const char* spawn = std::getenv("MPROC_TEST_SPAWN_AGENTS");
+  mproc::mpi::init(argc, argv, spawn ? static_cast<unsigned>(std::atoi(spawn)) : 0u);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
