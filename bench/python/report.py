@@ -485,8 +485,12 @@ def main():
                  if load > 1 else f"1-minute loadavg {args.load_start} at start, {info['load_end']} at the end.")
     if args.scheduling == "fifo":
         sched_note = ("all programs, mproc and CPython (and mpi4py.futures) alike, ran under SCHED_FIFO 1 "
-                      "(`chrt -f 1`) to isolate them from other load on the machine; "
-                      "`MPROC_BENCH_REALTIME=0` runs them with normal scheduling.")
+                      "(`chrt -f 1`) to isolate them from other load on the machine, except the CPU-bound "
+                      "figure (efficiency and speedup, mproc and CPython alike), which ran with normal "
+                      "scheduling: the kernel's RT throttling (`sched_rt_runtime_us` 950000) stops FIFO "
+                      "tasks that fill every CPU for 50 ms of each second, which measured 77-104 % "
+                      "efficiency from one repetition to the next instead of 97-99 %; "
+                      "`MPROC_BENCH_REALTIME=0` runs everything with normal scheduling.")
     else:
         sched_note = ("normal scheduling (not root, no `chrt`, or `MPROC_BENCH_REALTIME=0`): other load on the "
                       "machine competes with every program, mproc and CPython alike.")
