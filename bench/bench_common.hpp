@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -176,5 +177,31 @@ inline std::vector<pid_t> worker_pids(mproc::Pool& pool) {
   }
   return {pids.begin(), pids.end()};
 }
+
+// ---------------------------------------------------------------- MPI programs
+
+/// Not under mpirun: runs this program again as `mpirun -np 3 <it> <args>`, with the Open MPI
+/// settings of docs/mpi.md (those already set are kept). Never returns.
+inline void relaunch_under_mpirun(int argc, char** argv) {
+  for (const char* setting : {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+                              "OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_hwloc_base_binding_policy=none",
+                              "OMPI_MCA_mpi_yield_when_idle=1", "OMPI_MCA_btl_tcp_if_include=lo",
+                              "OMPI_MCA_oob_tcp_if_include=lo"}) {
+    std::string s = setting;
+    auto eq = s.find('=');
+    ::setenv(s.substr(0, eq).c_str(), s.substr(eq + 1).c_str(), 0);
+  }
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) std::exit(2);
+  self[n] = '\0';
+  std::vector<char*> args = {const_cast<char*>("mpirun"), const_cast<char*>("-np"), const_cast<char*>("3"), self};
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  ::execvp("mpirun", args.data());
+  std::perror("cannot run mpirun");
+  std::exit(2);
+}
+
 
 }  // namespace bench

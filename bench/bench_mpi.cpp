@@ -59,32 +59,10 @@ void BM_mpi_map(benchmark::State& state) {
 }
 BENCHMARK(BM_mpi_map)->Arg(1)->Arg(256)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// Not under mpirun: run this program again as `mpirun -np 3 <it> <args>`.
-void relaunch_under_mpirun(int argc, char** argv) {
-  for (const char* setting : {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                              "OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_hwloc_base_binding_policy=none",
-                              "OMPI_MCA_mpi_yield_when_idle=1", "OMPI_MCA_btl_tcp_if_include=lo",
-                              "OMPI_MCA_oob_tcp_if_include=lo"}) {
-    std::string s = setting;
-    auto eq = s.find('=');
-    ::setenv(s.substr(0, eq).c_str(), s.substr(eq + 1).c_str(), 0);
-  }
-  char self[4096];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0) std::exit(2);
-  self[n] = '\0';
-  std::vector<char*> args = {const_cast<char*>("mpirun"), const_cast<char*>("-np"), const_cast<char*>("3"), self};
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-  args.push_back(nullptr);
-  ::execvp("mpirun", args.data());
-  std::perror("bench_mpi: cannot run mpirun");
-  std::exit(2);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (!std::getenv("OMPI_COMM_WORLD_RANK") && !std::getenv("PMIX_RANK")) relaunch_under_mpirun(argc, argv);
+  if (!std::getenv("OMPI_COMM_WORLD_RANK") && !std::getenv("PMIX_RANK")) bench::relaunch_under_mpirun(argc, argv);
   mproc::mpi::init(argc, argv);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

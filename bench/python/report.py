@@ -293,9 +293,11 @@ def build_table(gb, py):
     mine = t.metric("BM_mpi_apply_round_trip", "p50_us")
     p99 = t.metric("BM_mpi_apply_round_trip", "p99_us")
     r = anchor / mine if mine and anchor else None
+    raw_chain = t.metric("BM_limit_mpi_chain_round_trip", "p50_us")
     t.row("MPI: `apply` round trip of a trivial task, driver + 2 ranks on `mpirun -np 3`, p50",
           f"mpi4py.futures {num(anchor, 'µs')} (p99 {num(anchor99, 'µs')})" if anchor else "mpi4py.futures —",
-          "—", mpi_missing("BM_mpi_apply_round_trip") or f"{num(mine, 'µs')} (p99 {num(p99, 'µs')})",
+          f"raw MPI chain {num(raw_chain, 'µs')}" if raw_chain else "—",
+          mpi_missing("BM_mpi_apply_round_trip") or f"{num(mine, 'µs')} (p99 {num(p99, 'µs')})",
           f"{num(r)}× lower", "≥ 10× lower than mpi4py.futures", None if r is None else r >= 10)
     for chunksize, goal in ((1, 10), (256, None)):
         name = f"BM_mpi_map/{chunksize}"
@@ -525,6 +527,9 @@ Do not edit by hand: run `make bench` again.
   `concurrent.futures.ProcessPoolExecutor` (PPE) as people write them: default start method
   (fork on Linux in 3.11), default options; each figure in a fresh interpreter, median of the
   same number of repetitions. The ratio compares mproc with the *better* of the two.
+- MPI round trip limit: `bench/bench_mpi_limit.cpp`, the same path with nothing but MPI and a
+  shared-memory flag: rank 0 → rank 1 (`MPI_Send`) → a child rank 1 forked before `MPI_Init`
+  (polled flag) → back, on the same `mpirun -np 3` with the third rank waiting in MPI.
 - MPI rows: the anchor column holds **mpi4py.futures** (`MPIPoolExecutor`, Debian's
   `python3-mpi4py` under `/usr/bin/python3`, `bench/python/bench_mpi4py.py`), not
   multiprocessing; mproc is `mproc::mpi::Pool` (`bench/bench_mpi.cpp`). Both run on
