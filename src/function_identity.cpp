@@ -53,11 +53,6 @@ ModuleLookup lookup_module(const char* name) {
 }  // namespace
 
 FunctionId function_id_of(const void* address) {
-  // A pool names its task's function on every submission: the last one is remembered per
-  // thread (dladdr and dl_iterate_phdr take the loader's lock and walk every module).
-  thread_local const void* last_address = nullptr;
-  thread_local FunctionId last_id;
-  if (address != nullptr && address == last_address) return last_id;
   Dl_info info{};
   if (dladdr(address, &info) == 0 || info.dli_fbase == nullptr)
     throw std::invalid_argument("mproc: the target function is not in any loaded module");
@@ -67,12 +62,12 @@ FunctionId function_id_of(const void* address) {
   // The main executable's base is what dl_iterate_phdr reports for the unnamed entry.
   ModuleLookup main = lookup_module(nullptr);
   if (!(main.found && main.base == base)) id.module = info.dli_fname ? info.dli_fname : "";
-  last_address = address;
-  last_id = id;
   return id;
 }
 
 const std::vector<std::byte>& encoded_function_id_of(const void* address) {
+  // A pool names its task's function on every submission: the last one is remembered per
+  // thread (dladdr and dl_iterate_phdr take the loader's lock and walk every module).
   thread_local const void* last_address = nullptr;
   thread_local std::vector<std::byte> last_bytes;
   if (address == nullptr || address != last_address) {

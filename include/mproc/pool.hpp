@@ -352,33 +352,30 @@ class RawItemsSource final : public ChunkSource {
   explicit RawItemsSource(F f) : f_(f) {}
   /// Encodes `count` items starting at `first` (called while they are alive: at submission).
   std::vector<std::byte> encode_items(const T* first, std::size_t count) const {
-    std::vector<std::byte> out;
-    out.reserve(64 + count * sizeof(T));
-    append_task_callable(out, f_);
-    std::size_t at;
-    begin_part(out, at);
-    out.resize(at + sizeof(std::uint64_t) + count * sizeof(T));
-    if (count != 0) std::memcpy(out.data() + at + sizeof(std::uint64_t), first, count * sizeof(T));
-    end_part(out, at);
-    return out;
+    return encode_bytes(std::as_bytes(std::span<const T>(first, count)));
   }
   std::vector<std::byte> encode(std::span<const std::byte> whole, std::size_t whole_begin, std::size_t begin,
                                 std::size_t end) const override {
     take_part(whole);  // the callable, encoded again below
     const auto items = take_part(whole);
-    if (begin < whole_begin || (end - whole_begin) * sizeof(T) > items.size() || begin > end)
+    if (begin < whole_begin || begin > end || (end - whole_begin) * sizeof(T) > items.size())
       throw std::logic_error("mproc: a part of a map chunk lies outside the chunk");
+    return encode_bytes(items.subspan((begin - whole_begin) * sizeof(T), (end - begin) * sizeof(T)));
+  }
+
+ private:
+  // The payload map_chunk_entry reads: the callable's part, then the items' bytes as a part.
+  std::vector<std::byte> encode_bytes(std::span<const std::byte> items) const {
     std::vector<std::byte> out;
+    reserve_bulk(out, 64 + items.size());  // huge pages for a large chunk, as any payload
     append_task_callable(out, f_);
     std::size_t at;
     begin_part(out, at);
-    const auto slice = items.subspan((begin - whole_begin) * sizeof(T), (end - begin) * sizeof(T));
-    out.insert(out.end(), slice.begin(), slice.end());
+    out.insert(out.end(), items.begin(), items.end());
     end_part(out, at);
     return out;
   }
 
- private:
   F f_;
 };
 
@@ -772,7 +769,8 @@ class Pool {
       if (!fds.empty()) request.fds = std::make_shared<detail::FdSink>(std::move(fds));
     }
     set_function_name<Fn>(request, f);
-    request.sink = std::shared_ptr<detail::TaskSink>(std::move(task), &task->sink);
+    detail::TaskSink* sink = &task->sink;
+    request.sink = std::shared_ptr<detail::TaskSink>(std::move(task), sink);
     request.timeout = options.timeout;
     request.max_retries = options.max_retries;
     state->set_engine_task(engine_->submit(std::move(request)));  // cancel() withdraws it there
