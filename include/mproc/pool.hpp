@@ -197,9 +197,23 @@ class ChunkSource {
                                         std::size_t begin, std::size_t end) const = 0;
 };
 
+/// Bytes of a task's payload that stay in the caller's object until the task is written to a
+/// worker: the large arguments of the synchronous apply(), whose caller waits for the task's
+/// outcome and so keeps them alive for every write (retries included). They belong at offset
+/// `at` of the owned bytes; a large argument then costs one copy on its way to the worker
+/// (straight into the overflow segment) instead of an encoding into a fresh buffer and a copy.
+struct BorrowedBytes {
+  std::size_t at = 0;
+  std::span<const std::byte> bytes;
+};
+
+/// Arguments of apply() from this size on that are their own bytes are borrowed.
+inline constexpr std::size_t borrowed_argument_bytes = std::size_t{64} << 10;
+
 struct TaskRequest {
   FunctionId entry;
-  std::vector<std::byte> payload;
+  std::vector<std::byte> payload;       // the encoded task, but for its borrowed bytes
+  std::vector<BorrowedBytes> borrowed;  // in order of `at`; empty but for apply()'s large arguments
   std::shared_ptr<FdSink> fds;  // descriptors of shareable arguments; null when none
   const std::string* function_name = nullptr;  // a lambda's type name (cached), or null
   const void* function_address = nullptr;      // a function pointer, named only for a crash report
@@ -208,7 +222,52 @@ struct TaskRequest {
   std::size_t begin = 0, end = 1;            // item range within the whole input
   std::optional<std::chrono::nanoseconds> timeout;
   std::optional<unsigned> max_retries;
+
+  /// The length of the whole payload, borrowed bytes included.
+  std::size_t payload_size() const noexcept {
+    std::size_t size = payload.size();
+    for (const auto& part : borrowed) size += part.bytes.size();
+    return size;
+  }
+  /// Writes the whole payload, borrowed bytes in their places, to dst (payload_size() bytes).
+  void copy_payload(std::byte* dst) const noexcept {
+    std::size_t from = 0;
+    for (const auto& part : borrowed) {
+      if (part.at != from) std::memcpy(dst, payload.data() + from, part.at - from);
+      dst += part.at - from;
+      std::memcpy(dst, part.bytes.data(), part.bytes.size());
+      dst += part.bytes.size();
+      from = part.at;
+    }
+    if (payload.size() != from) std::memcpy(dst, payload.data() + from, payload.size() - from);
+  }
+  /// Copies the borrowed bytes into the payload, for an engine that keeps the request beyond
+  /// its caller's wait.
+  void own_payload() {
+    if (borrowed.empty()) return;
+    std::vector<std::byte> whole(payload_size());
+    copy_payload(whole.data());
+    payload = std::move(whole);
+    borrowed.clear();
+  }
 };
+
+/// Encodes one argument of apply/apply_async into `request` as its own part; with Borrow, a
+/// large one that is its own bytes (and of its stored type) is borrowed, not copied.
+template <class Arg, bool Borrow, class T>
+void append_argument(TaskRequest& request, const T& arg) {
+  using Stored = std::decay_t<Arg>;
+  if constexpr (Borrow && raw_range<Stored>::value && std::is_same_v<std::remove_cv_t<T>, Stored>) {
+    const auto bytes = raw_bytes(arg);
+    if (bytes.size() >= borrowed_argument_bytes) {
+      const std::uint64_t length = bytes.size();
+      append_bytes(request.payload, &length, sizeof length);  // the part's length, as append_part
+      request.borrowed.push_back({request.payload.size(), bytes});
+      return;
+    }
+  }
+  append_argument<Arg>(request.payload, arg);
+}
 
 /// Encodes items [begin, end) of a map into `request`, with their descriptors (from the
 /// chunk `whole` when it is a part of one, see ChunkSource).
@@ -734,7 +793,8 @@ class Pool {
   /// Runs f(args...) in a worker and waits for its result.
   template <class F, class... Args>
   detail::task_result_t<std::decay_t<F>, Args...> apply(F&& f, Args&&... args) {
-    return apply_async(std::forward<F>(f), std::forward<Args>(args)...).get();
+    // The caller's arguments outlive the task here, so large ones are not copied ahead.
+    return submit_apply<true, F, Args...>(TaskOptions{}, f, args...).get();
   }
 
   /// Schedules f(args...) in a worker. Throws PoolClosed after close(), PoolBroken.
@@ -747,34 +807,7 @@ class Pool {
   template <class F, class... Args>
   Future<detail::task_result_t<std::decay_t<F>, Args...>> apply_async(const TaskOptions& options,
                                                                       F&& f, Args&&... args) {
-    using Fn = std::decay_t<F>;
-    using Tuple = std::tuple<detail::stored_arg_t<Args>...>;
-    using R = detail::task_result_t<Fn, Args...>;
-    detail::require_task_callable<Fn>();
-    static_assert(Serializable<Tuple>, "mproc::Pool: every task argument must be Serializable");
-    static_assert(std::is_void_v<R> || Serializable<R>, "mproc::Pool: the task's result must be Serializable");
-    auto task = std::make_shared<detail::ApplyTask<R>>();
-    std::shared_ptr<detail::FutureState<R>> state(task, &task->state);
-    state->set_progress_engine(engine_);
-    detail::TaskRequest request;
-    request.entry = detail::entry_id<&detail::apply_entry<Fn, Tuple>>();
-    request.payload.reserve(64);
-    detail::append_task_callable(request.payload, static_cast<const Fn&>(f));
-    {
-      detail::FdSink fds;  // allocated on the heap only when an argument has descriptors
-      {
-        detail::ScopedFdSink collect(fds);
-        (detail::append_argument<Args>(request.payload, args), ...);
-      }
-      if (!fds.empty()) request.fds = std::make_shared<detail::FdSink>(std::move(fds));
-    }
-    set_function_name<Fn>(request, f);
-    detail::TaskSink* sink = &task->sink;
-    request.sink = std::shared_ptr<detail::TaskSink>(std::move(task), sink);
-    request.timeout = options.timeout;
-    request.max_retries = options.max_retries;
-    state->set_engine_task(engine_->submit(std::move(request)));  // cancel() withdraws it there
-    return Future<R>(std::move(state));
+    return submit_apply<false, F, Args...>(options, f, args...);
   }
 
   /// f over every item of `items`, results in input order. The first failed item's
@@ -854,6 +887,41 @@ class Pool {
   explicit Pool(std::shared_ptr<detail::PoolEngine> engine);
 
  private:
+  /// apply_async's work; with Borrow (apply(), whose caller waits) large arguments that are
+  /// their own bytes are borrowed from the caller instead of copied (detail::BorrowedBytes).
+  template <bool Borrow, class F, class... Args>
+  Future<detail::task_result_t<std::decay_t<F>, Args...>> submit_apply(const TaskOptions& options,
+                                                                       const std::remove_reference_t<F>& f,
+                                                                       const std::remove_reference_t<Args>&... args) {
+    using Fn = std::decay_t<F>;
+    using Tuple = std::tuple<detail::stored_arg_t<Args>...>;
+    using R = detail::task_result_t<Fn, Args...>;
+    detail::require_task_callable<Fn>();
+    static_assert(Serializable<Tuple>, "mproc::Pool: every task argument must be Serializable");
+    static_assert(std::is_void_v<R> || Serializable<R>, "mproc::Pool: the task's result must be Serializable");
+    auto task = std::make_shared<detail::ApplyTask<R>>();
+    std::shared_ptr<detail::FutureState<R>> state(task, &task->state);
+    state->set_progress_engine(engine_);
+    detail::TaskRequest request;
+    request.entry = detail::entry_id<&detail::apply_entry<Fn, Tuple>>();
+    request.payload.reserve(64);
+    detail::append_task_callable(request.payload, static_cast<const Fn&>(f));
+    {
+      detail::FdSink fds;  // allocated on the heap only when an argument has descriptors
+      {
+        detail::ScopedFdSink collect(fds);
+        (detail::append_argument<Args, Borrow>(request, args), ...);
+      }
+      if (!fds.empty()) request.fds = std::make_shared<detail::FdSink>(std::move(fds));
+    }
+    set_function_name<Fn>(request, f);
+    detail::TaskSink* sink = &task->sink;
+    request.sink = std::shared_ptr<detail::TaskSink>(std::move(task), sink);
+    request.timeout = options.timeout;
+    request.max_retries = options.max_retries;
+    state->set_engine_task(engine_->submit(std::move(request)));  // cancel() withdraws it there
+    return Future<R>(std::move(state));
+  }
   // Naming a function pointer reads debug information (megabytes): it is done only when a
   // crash report needs the name, from the address kept here.
   template <class Fn>

@@ -81,6 +81,7 @@ class DriverEngine final : public mproc::detail::PoolEngine {
   }
 
   std::uint64_t submit(TaskRequest request) override {
+    request.own_payload();  // the batches are built from owned bytes only
     if (request.fds && !request.fds->empty())
       throw std::invalid_argument(
           "mproc::mpi::Pool: a task argument carries file descriptors (Queue, Lock, SharedMemory, Pipe, ...), "

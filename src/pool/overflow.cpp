@@ -31,10 +31,19 @@ void OverflowChannel::wait_free() {
 }
 
 void OverflowChannel::write(std::span<const std::byte> payload) {
-  const std::size_t needed = data_offset + payload.size();
+  std::byte* data = prepare(payload.size());
+  if (!payload.empty()) std::memcpy(data, payload.data(), payload.size());
+  commit(payload.size());
+}
+
+std::byte* OverflowChannel::prepare(std::size_t length) {
+  const std::size_t needed = data_offset + length;
   if (needed > segment_.size()) segment_.grow(std::bit_ceil(needed));
-  std::memcpy(segment_.data() + data_offset, payload.data(), payload.size());
-  header()->length.store(payload.size(), std::memory_order_relaxed);
+  return segment_.data() + data_offset;
+}
+
+void OverflowChannel::commit(std::size_t length) {
+  header()->length.store(length, std::memory_order_relaxed);
   header()->busy.store(1, std::memory_order_release);
 }
 

@@ -33,6 +33,10 @@ class OverflowChannel {
   /// Writer: copies `payload` in (growing the segment if needed) and marks it busy.
   /// Requires: !busy().
   void write(std::span<const std::byte> payload);
+  /// Writer, in two steps for a payload gathered from pieces: room for `length` bytes
+  /// (growing the segment if needed), then commit() marks them busy. Requires: !busy().
+  std::byte* prepare(std::size_t length);
+  void commit(std::size_t length);
 
   /// Reader: the payload of `length` bytes the writer announced. Throws SerializationError
   /// when the segment does not hold such a payload (a corrupt or lying peer).

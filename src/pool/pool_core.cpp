@@ -274,7 +274,7 @@ void PoolCore::send_stop_locked(Slot& slot) {
 bool PoolCore::needs_overflow(const Slot& slot, const Task& task) const {
   const auto& request = task.request;
   // A quarter of the largest record: the ring then always has room for the worker's credit.
-  return sizeof(TaskRecordHeader) + request.entry.module.size() + request.payload.size() >
+  return sizeof(TaskRecordHeader) + request.entry.module.size() + request.payload_size() >
          slot.tasks.max_record_size() / 4;
 }
 
@@ -286,10 +286,11 @@ bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task) {
   header.entry_offset = request.entry.offset;
   header.module_length = static_cast<std::uint32_t>(request.entry.module.size());
   header.kind = in_overflow ? TaskRecordKind::task_overflow : TaskRecordKind::task;
-  header.payload_length = request.payload.size();
+  const std::size_t payload_size = request.payload_size();
+  header.payload_length = payload_size;
   const bool with_fds = request.fds && !request.fds->empty();
   header.flags = with_fds ? task_has_fds : 0;
-  const std::size_t size = sizeof header + request.entry.module.size() + (in_overflow ? 0 : request.payload.size());
+  const std::size_t size = sizeof header + request.entry.module.size() + (in_overflow ? 0 : payload_size);
   std::byte* p = slot.tasks.try_begin_write(size);
   if (!p) return false;  // the ring is full: the task waits in pending_ for the next result
   if (with_fds) {
@@ -300,11 +301,13 @@ bool PoolCore::write_task_locked(Slot& slot, std::uint64_t id, Task& task) {
       // The worker is dying: the task is handed to its replacement, descriptors and all.
     }
   }
-  if (in_overflow) slot.task_overflow.write(request.payload);
+  if (in_overflow) {
+    request.copy_payload(slot.task_overflow.prepare(payload_size));
+    slot.task_overflow.commit(payload_size);
+  }
   std::memcpy(p, &header, sizeof header);
   std::memcpy(p + sizeof header, request.entry.module.data(), request.entry.module.size());
-  if (!in_overflow && !request.payload.empty())
-    std::memcpy(p + sizeof header + request.entry.module.size(), request.payload.data(), request.payload.size());
+  if (!in_overflow) request.copy_payload(p + sizeof header + request.entry.module.size());
   if (slot.tasks.commit_write(size)) slot.tasks.wake_consumer();
   slot.assigned.push_back(id);
   ++slot.dispatched;

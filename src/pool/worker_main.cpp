@@ -1,6 +1,7 @@
 // src/pool/worker_main.cpp — the loop every pool worker runs: take a task from its ring,
 // run the entry the task names, put the result in the other ring, and tell the pool what
 // it is running so a death can be pinned on the right task.
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -55,6 +56,21 @@ void limit_memory(std::uint64_t limit) {
   if (::setrlimit(RLIMIT_AS, &rl) != 0) std::perror("mproc worker: setrlimit(RLIMIT_AS)");
 }
 
+// How long a worker waits for its next task before it gives its free heap memory back.
+constexpr auto heap_return_after = std::chrono::seconds(1);
+
+// Large arguments and results are fresh allocations in a worker. By glibc's defaults each one
+// above 32 MiB is an mmap of its own, which the kernel zero-fills at first touch (as long as a
+// copy of it: a third of a 128 MiB echo) and unmaps when it is freed. A worker without a
+// memory limit takes them from its heap instead, so that back-to-back large tasks reuse warm
+// pages, and gives the free heap back once idle (heap_return_after). With a memory limit the
+// defaults stay: the limit's resident-size check after each task would count the kept pages.
+void keep_freed_memory_between_tasks() {
+  ::mallopt(M_MMAP_MAX, 0);                 // large blocks from the heap (glibc still falls
+                                            // back to mmap when the heap cannot grow)
+  ::mallopt(M_TRIM_THRESHOLD, 256 << 20);   // free() keeps up to 256 MiB on top of the heap
+}
+
 class Worker {
  public:
   Worker(const WorkerBoot& boot, std::vector<UniqueFd> fds)
@@ -74,6 +90,8 @@ class Worker {
     if (boot_.memory_limit) {
       limit_memory(boot_.memory_limit);
       set_worker_memory_limit(boot_.memory_limit);
+    } else {
+      keep_freed_memory_between_tasks();
     }
     if (boot_.has_initializer) {
       try {
@@ -85,8 +103,15 @@ class Worker {
       }
     }
     control_->ready.store(1, std::memory_order_release);
-    std::vector<std::byte> out;
+    TaskOutput out;
+    bool heap_to_return = false;  // a task ran since the heap was last given back
     for (;;) {
+      if (heap_to_return && !boot_.memory_limit) {
+        if (!tasks_.wait_readable(heap_return_after)) {
+          ::malloc_trim(0);
+          heap_to_return = false;
+        }
+      }
       tasks_.wait_readable(std::chrono::nanoseconds(-1));
       auto record = tasks_.try_read();
       if (!record) continue;
@@ -119,12 +144,14 @@ class Worker {
         kind = reinterpret_cast<TaskEntry>(resolve_function_cached(task.module, header.entry_offset))(payload, out);
       } catch (...) {
         out.clear();
-        serialize_to(out, capture_current_exception());
+        serialize_to(out.bytes(), capture_current_exception());
         kind = ResultKind::exception;
       }
       if (in_overflow) task_overflow_.release();
       tasks_.pop();
-      send_result(header.task_id, kind, out, static_cast<std::uint64_t>(monotonic_ns() - started));
+      send_result(header.task_id, kind, out.view(), static_cast<std::uint64_t>(monotonic_ns() - started));
+      out.clear();  // a kept result is freed now, not when the worker's next task comes
+      heap_to_return = true;
       control_->running_task.store(0, std::memory_order_release);
       auto done = control_->tasks_done.fetch_add(1, std::memory_order_relaxed) + 1;
       // A task that hit the memory limit, or left this worker holding more than the limit
@@ -136,7 +163,7 @@ class Worker {
   }
 
  private:
-  void send_result(std::uint64_t task_id, ResultKind kind, const std::vector<std::byte>& payload,
+  void send_result(std::uint64_t task_id, ResultKind kind, std::span<const std::byte> payload,
                    std::uint64_t run_ns) {
     ResultRecordHeader header{task_id, static_cast<std::uint32_t>(kind), 0, payload.size(), run_ns};
     std::size_t size = sizeof header + payload.size();

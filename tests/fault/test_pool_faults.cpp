@@ -77,6 +77,14 @@ int crash_once_by(std::string marker, int how) {
 }
 int crash_once(std::string marker) { return crash_once_by(marker, 0); }
 
+// The first call dies after it has read its large argument; the retry sums it.
+std::uint64_t sum_after_crashing_once(std::string marker, std::vector<std::uint8_t> big) {
+  std::uint64_t sum = 0;
+  for (auto b : big) sum += b;
+  crash_once_by(marker, 0);
+  return sum;
+}
+
 class pool_fault_test : public mproc_test::LeakCheckedTest, public ::testing::WithParamInterface<StartMethod> {
  protected:
   PoolOptions options(unsigned processes = 2) const {
@@ -143,6 +151,24 @@ TEST_P(pool_fault_test, retries_rerun_a_task_whose_worker_died) {
   EXPECT_EQ(pool.stats().tasks_retried, 4u);
   // Without retries left, a crash is reported.
   EXPECT_THROW(pool.apply_async(mproc::TaskOptions{.max_retries = 0}, segfault_task, 0).get(), mproc::WorkerCrashed);
+}
+
+TEST_P(pool_fault_test, a_retried_apply_sends_its_borrowed_argument_again) {
+  // apply() does not copy a large argument ahead (the caller's object is read when the task
+  // is written to a worker): the retry after a crash must read it again, whole.
+  auto opts = options();
+  opts.max_retries = 1;
+  Pool pool(opts);
+  std::string marker = "/tmp/mproc-borrowed-retry-" + std::to_string(::getpid()) + "-" + mproc::to_string(GetParam());
+  for (std::size_t size : {std::size_t{100} << 10, std::size_t{6} << 20}) {  // in the ring, in the overflow segment
+    std::vector<std::uint8_t> big(size);
+    std::uint64_t expected = 0;
+    for (std::size_t i = 0; i < size; ++i) expected += big[i] = static_cast<std::uint8_t>(i * 13 + 5);
+    ::unlink(marker.c_str());
+    EXPECT_EQ(pool.apply(sum_after_crashing_once, marker, big), expected) << size;
+  }
+  ::unlink(marker.c_str());
+  EXPECT_EQ(pool.stats().tasks_retried, 2u);
 }
 
 TEST_P(pool_fault_test, a_map_chunk_with_poison_items_delivers_every_other_result) {

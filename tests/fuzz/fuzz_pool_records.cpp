@@ -47,7 +47,7 @@ constexpr auto words = [](std::string s) { return std::vector<std::string>{s, s}
 /// Runs a worker entry the way the worker loop does: SerializationError is reported as the
 /// task's exception.
 void run_entry(TaskEntry entry, Bytes payload) {
-  std::vector<std::byte> out;
+  TaskOutput out;
   try {
     const ResultKind kind = entry(payload, out);
     if (kind != ResultKind::value && kind != ResultKind::partial) finding("bad result kind");

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string_view>
 #include <tuple>
@@ -68,8 +69,51 @@ struct ChunkOutcome {
   }
 };
 
-/// What a worker calls: decode `payload`, run, append the result to `out`, return its kind.
-using TaskEntry = ResultKind (*)(std::span<const std::byte> payload, std::vector<std::byte>& out);
+/// Results from this size on that are their own bytes are sent from the result object itself.
+inline constexpr std::size_t kept_result_bytes = std::size_t{64} << 10;
+
+/// Where a worker's entry leaves a task's result: its encoding in bytes(), or — a large
+/// result that is its own bytes (the memcpy fast path) — the result object itself, kept
+/// alive here until it is sent, so that its bytes are copied once, straight into the ring or
+/// the result overflow segment, instead of into bytes() first.
+class TaskOutput {
+ public:
+  /// The encoded result is appended here (kept between tasks: its pages stay warm).
+  std::vector<std::byte>& bytes() noexcept { return bytes_; }
+  /// What to send: the kept result's bytes, or bytes().
+  std::span<const std::byte> view() const noexcept {
+    return owner_ ? kept_ : std::span<const std::byte>(bytes_);
+  }
+  /// Encodes value, keeping it instead when it is large and its own bytes.
+  template <class R>
+  void put(R&& value) {
+    using V = std::remove_cvref_t<R>;
+    if constexpr (raw_range<V>::value) {
+      if (raw_bytes(value).size() >= kept_result_bytes) {
+        auto* kept = new V(std::forward<R>(value));
+        owner_ = Owner(kept, [](void* p) { delete static_cast<V*>(p); });
+        kept_ = raw_bytes(*kept);
+        return;
+      }
+    }
+    serialize_to(bytes_, value);
+  }
+  /// Forgets the result (the bytes' capacity stays).
+  void clear() noexcept {
+    bytes_.clear();
+    owner_.reset();
+    kept_ = {};
+  }
+
+ private:
+  using Owner = std::unique_ptr<void, void (*)(void*)>;
+  std::vector<std::byte> bytes_;
+  Owner owner_{nullptr, nullptr};
+  std::span<const std::byte> kept_;
+};
+
+/// What a worker calls: decode `payload`, run, leave the result in `out`, return its kind.
+using TaskEntry = ResultKind (*)(std::span<const std::byte> payload, TaskOutput& out);
 
 // A payload is a sequence of parts, each an 8-byte length then that many bytes.
 inline void begin_part(std::vector<std::byte>& out, std::size_t& at) {
@@ -149,7 +193,7 @@ Tuple take_arguments(std::span<const std::byte>& payload, std::index_sequence<I.
 
 /// apply: one call with a tuple of arguments, each encoded as its own part.
 template <class F, class Tuple>
-ResultKind apply_entry(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+ResultKind apply_entry(std::span<const std::byte> payload, TaskOutput& out) {
   F f = task_callable<F>(payload);
   auto args = take_arguments<Tuple>(payload, std::make_index_sequence<std::tuple_size_v<Tuple>>{});
   if (!payload.empty()) throw SerializationError("task payload has bytes after its arguments");
@@ -157,7 +201,7 @@ ResultKind apply_entry(std::span<const std::byte> payload, std::vector<std::byte
   if constexpr (std::is_void_v<R>) {
     std::apply(f, std::move(args));
   } else {
-    serialize_to(out, std::apply(f, std::move(args)));
+    out.put(std::apply(f, std::move(args)));
   }
   return ResultKind::value;
 }
@@ -184,7 +228,8 @@ ResultKind finish_chunk(std::vector<T>& items, std::size_t first, ChunkOutcome<R
 
 /// map / starmap: a chunk of items, each an argument (or a tuple of arguments when Star).
 template <class F, class T, bool Star>
-ResultKind map_chunk_entry(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+ResultKind map_chunk_entry(std::span<const std::byte> payload, TaskOutput& output) {
+  std::vector<std::byte>& out = output.bytes();
   F f = task_callable<F>(payload);
   auto call = [&](T& item) -> decltype(auto) {
     if constexpr (Star)
