@@ -3,6 +3,8 @@
 //
 //   BM_limit_thread_map          figure 1's work done by 2 threads of this process (items/s)
 //   BM_limit_memcpy              memcpy of a warm 128 MiB buffer (GB/s), figure 4's ceiling
+//   BM_limit_echo_floor          the copies any echo of a std::vector through shared memory
+//                                makes, done in one process (GB/s per round trip): figure 4's floor
 //   BM_limit_fork_waitpid        fork() + _exit(0) + waitpid(), figure 6's ceiling (p50)
 //   BM_limit_futex_round_trip/X  a FUTEX_WAKE/FUTEX_WAIT ping-pong between two processes
 //                                (p50): what any sleeping hand-off, hence figure 2, costs at
@@ -16,6 +18,7 @@
 
 #include <atomic>
 #include <climits>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -69,6 +72,33 @@ void BM_limit_memcpy(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * size));
 }
 BENCHMARK(BM_limit_memcpy)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// An echo of a byte vector between two processes that own their vectors copies it at least
+// four times: the caller's vector into shared memory, shared memory into the callee's vector,
+// the callee's result into shared memory, shared memory into the caller's new result — and
+// the result is fresh memory, which the kernel zeroes at first touch. All buffers but the
+// result are warm here (as mproc keeps its segments and a worker's heap warm), and the
+// result's buffer is advised to use huge pages, as mproc's decoder does.
+void BM_limit_echo_floor(benchmark::State& state) {
+  const auto size = bench::sized<std::size_t>(128u << 20, 32u << 20);
+  std::vector<char> caller(size, 'x'), shared_in(size, 'i'), callee(size, 'c'), shared_out(size, 'o');
+  for (auto _ : state) {
+    std::memcpy(shared_in.data(), caller.data(), size);
+    std::memcpy(callee.data(), shared_in.data(), size);
+    std::memcpy(shared_out.data(), callee.data(), size);
+    std::vector<char> result;
+    result.reserve(size);
+    constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+    const auto first = reinterpret_cast<std::uintptr_t>(result.data());
+    const std::uintptr_t begin = (first + huge - 1) & ~(huge - 1), end = (first + size) & ~(huge - 1);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+    result.assign(shared_out.begin(), shared_out.end());
+    benchmark::DoNotOptimize(result.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * size));
+}
+BENCHMARK(BM_limit_echo_floor)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ---------------------------------------------------------------- figure 6's limit
 

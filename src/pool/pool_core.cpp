@@ -674,6 +674,11 @@ void PoolCore::read_stderr(Slot& slot) {
 
 // ----------------------------------------------------------------------------- deaths
 
+bool PoolCore::oom_killed(const Slot& slot, int exit_code) {
+  // A SIGKILL that the pool did not send, while the kernel's count of OOM kills went up.
+  return exit_code == -SIGKILL && !slot.killed_by_pool && system_oom_kills() > slot.oom_kills_at_start;
+}
+
 void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, Completions& done) {
   auto it = tasks_.find(id);
   if (it == tasks_.end()) return;
@@ -684,8 +689,7 @@ void PoolCore::fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, 
   if (exit_code < 0) {
     report.signal = -exit_code;
     report.signal_name = signal_name(-exit_code);
-    report.oom_killed = exit_code == -SIGKILL && !slot.killed_by_pool &&
-                        system_oom_kills() > slot.oom_kills_at_start;
+    report.oom_killed = oom_killed(slot, exit_code);
   } else {
     report.exit_code = exit_code;
   }
@@ -776,7 +780,7 @@ void PoolCore::handle_exit(Slot& slot) {
         // initializer, or the program's own start-up under spawn) counts towards a crash
         // loop. A SIGKILL from outside (a kill -9, not the OOM killer) does not: a worker
         // killed young is the killer's doing, and the pool must not break over it.
-        const bool killed_from_outside = exit_code == -SIGKILL && system_oom_kills() <= slot.oom_kills_at_start;
+        const bool killed_from_outside = exit_code == -SIGKILL && !oom_killed(slot, exit_code);
         if (was_ready)
           consecutive_initializer_failures_ = 0;
         else if (!killed_from_outside)

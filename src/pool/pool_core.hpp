@@ -110,6 +110,7 @@ class PoolCore final : public PoolEngine {
   bool drain_results(Slot& slot);  // with a ConsumerTurn
   void handle_exit(Slot& slot);
   void fail_culprit_locked(Slot& slot, std::uint64_t id, int exit_code, Completions& done);
+  static bool oom_killed(const Slot& slot, int exit_code);  // by the kernel's OOM killer
   void break_pool_locked(const std::string& why, Completions& done);
   void fail_all_locked(std::exception_ptr error, Completions& done);
   int check_timeouts_locked();
