@@ -34,10 +34,6 @@
 #include <stdexcept>
 #include <string>
 
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
-
 #include "futex.hpp"
 #include "mproc/queue.hpp"
 #include "shm_segment.hpp"
@@ -239,58 +235,27 @@ class QueueCore {
 
  private:
   bool lock(Clock::time_point deadline) {
-    Header& h = header();
-    int rc;
-    if (deadline == Clock::time_point::max()) {
-      rc = ::pthread_mutex_lock(&h.mutex);
-    } else {
-      // pthread_mutex_timedlock counts on CLOCK_REALTIME (sanitizers do not know
-      // pthread_mutex_clocklock): translate what is left of the steady deadline. A clock
-      // step during the wait can only stretch or shorten this wait for a lock that is held
-      // for one copy at a time; the operation's own deadline stays on the steady clock.
-      const auto left = std::max(deadline - Clock::now(), Clock::duration::zero());
-      const auto at_ns = std::chrono::system_clock::now().time_since_epoch() + left;
-      timespec at{};
-      at.tv_sec = static_cast<time_t>(std::chrono::duration_cast<std::chrono::seconds>(at_ns).count());
-      at.tv_nsec = static_cast<long>((at_ns - std::chrono::seconds(at.tv_sec)).count());
-      rc = ::pthread_mutex_timedlock(&h.mutex, &at);
-#if defined(__SANITIZE_THREAD__)
-      // ThreadSanitizer (GCC 12) records a timedlock only when it returns 0; tell it that
-      // EOWNERDEAD (a dead holder's mutex, now ours) took the lock too, or the unlock that
-      // follows is reported as an unlock of an unlocked mutex. post_lock must follow a
-      // pre_lock (it ends the ignore region pre_lock opens); as a try-lock, no lock order.
-      if (rc == EOWNERDEAD) {
-        __tsan_mutex_pre_lock(&h.mutex, __tsan_mutex_try_lock);
-        __tsan_mutex_post_lock(&h.mutex, __tsan_mutex_try_lock, 0);
-      }
-#endif
+    switch (robust_lock(header().mutex, deadline, "Queue")) {
+      case LockResult::acquired: return true;
+      case LockResult::owner_died: recover(); return true;
+      case LockResult::timed_out: return false;
     }
-    if (rc == 0) return true;
-    if (rc == ETIMEDOUT) return false;
-    if (rc == EOWNERDEAD) {
-      recover();
-      return true;
-    }
-    if (rc == ENOTRECOVERABLE)
-      throw std::system_error(rc, std::generic_category(),
-                              "mproc::Queue: the queue's lock is unrecoverable");
-    throw_errno(rc, "mproc::Queue: cannot lock the queue");
+    return false;
   }
 
-  /// The previous holder died with the mutex. Its operation either published (one store) or
-  /// did not; either way the current State is whole. What may be missing is the wake-up it
-  /// was about to send: bump every futex word and wake every sleeper so that each re-checks.
+  /// The previous holder died with the mutex (which robust_lock made consistent again). Its
+  /// operation either published (one store) or did not; either way the current State is
+  /// whole. What may be missing is the wake-up it was about to send: bump every futex word
+  /// and wake every sleeper so that each re-checks.
   void recover() {
     Header& h = header();
     h.recoveries.fetch_add(1, std::memory_order_relaxed);
     try {
       (void)published();
     } catch (...) {
-      ::pthread_mutex_consistent(&h.mutex);
       ::pthread_mutex_unlock(&h.mutex);
       throw;
     }
-    ::pthread_mutex_consistent(&h.mutex);
     for (auto* word : {&h.not_empty, &h.not_full, &h.all_done}) {
       word->fetch_add(1, std::memory_order_seq_cst);
       futex_wake(*word);

@@ -38,10 +38,6 @@
 #include <new>
 #include <unordered_map>
 
-#if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#endif
-
 #include "shm_segment.hpp"
 #include "sync/sync_segment.hpp"
 #include "syscall.hpp"
@@ -427,14 +423,7 @@ std::shared_ptr<ValueLock> ValueLock::create(std::size_t alignment, std::size_t 
   auto memory = SharedMemory::create(payload_offset(alignment) + payload_bytes);
   auto* header = new (memory.data()) Header{};
   header->count = count;
-  pthread_mutexattr_t attributes;
-  ::pthread_mutexattr_init(&attributes);
-  ::pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
-  ::pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
-  ::pthread_mutexattr_settype(&attributes, PTHREAD_MUTEX_RECURSIVE);
-  const int rc = ::pthread_mutex_init(&header->mutex, &attributes);
-  ::pthread_mutexattr_destroy(&attributes);
-  if (rc != 0) detail::throw_errno(rc, "cannot initialize the lock of a shared value");
+  detail::init_robust_mutex(header->mutex, PTHREAD_MUTEX_RECURSIVE);
   return std::shared_ptr<ValueLock>(new ValueLock(std::move(memory), header));
 }
 
@@ -459,82 +448,46 @@ std::shared_ptr<ValueLock> ValueLock::adopt(SharedMemory memory, std::size_t ali
 }
 
 namespace {
-/// Bookkeeping after pthread_mutex_*lock returned `rc`; true when the lock is now held.
-bool after_acquire(int rc, pthread_mutex_t& mutex, std::atomic<std::uint32_t>& depth,
+/// Bookkeeping after the robust mutex's lock (sync_segment.hpp) gave `result`; true when the
+/// lock is now held.
+bool after_acquire(detail::LockResult result, std::atomic<std::uint32_t>& depth,
                    std::atomic<std::uint32_t>& owner_died, std::atomic<pid_t>& owner_tid) {
-  switch (rc) {
-    case 0:
+  switch (result) {
+    case detail::LockResult::acquired:
       if (depth.load(std::memory_order_relaxed) == 0) {
         owner_died.store(0, std::memory_order_relaxed);
         owner_tid.store(::gettid(), std::memory_order_relaxed);
       }
       depth.fetch_add(1, std::memory_order_relaxed);
       return true;
-    case EOWNERDEAD:
-      // The previous owner died holding it: the kernel handed it to us. Mark the mutex usable
-      // again; the data may be inconsistent, which owner_died() tells the caller.
-      ::pthread_mutex_consistent(&mutex);
+    case detail::LockResult::owner_died:
+      // The previous owner died holding it (the mutex is consistent again): the data may not
+      // be, which owner_died() tells the caller.
       depth.store(1, std::memory_order_relaxed);
       owner_died.store(1, std::memory_order_relaxed);
       owner_tid.store(::gettid(), std::memory_order_relaxed);
       return true;
-    case EBUSY:
-    case ETIMEDOUT:
+    case detail::LockResult::timed_out:
       return false;
-    case ENOTRECOVERABLE:
-      detail::throw_errno(rc, "the lock of a shared value is unusable: a previous owner died "
-                              "holding it and it was not made consistent");
-    default:
-      detail::throw_errno(rc, "cannot lock the lock of a shared value");
   }
+  return false;
 }
 }  // namespace
 
 void ValueLock::lock() {
-  after_acquire(::pthread_mutex_lock(&header_->mutex), header_->mutex, header_->depth,
+  after_acquire(detail::robust_lock(header_->mutex, detail::no_deadline, "Value"), header_->depth,
                 header_->owner_died, header_->owner_tid);
 }
 
 bool ValueLock::try_lock() {
-  return after_acquire(::pthread_mutex_trylock(&header_->mutex), header_->mutex, header_->depth,
-                       header_->owner_died, header_->owner_tid);
+  return after_acquire(detail::robust_try_lock(header_->mutex, "Value"), header_->depth, header_->owner_died,
+                       header_->owner_tid);
 }
-
-namespace {
-timespec to_timespec(std::chrono::nanoseconds since_epoch) noexcept {
-  if (since_epoch.count() < 0) since_epoch = std::chrono::nanoseconds(0);
-  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
-  timespec ts{};
-  ts.tv_sec = static_cast<time_t>(seconds.count());
-  ts.tv_nsec = static_cast<long>((since_epoch - seconds).count());
-  return ts;
-}
-}  // namespace
 
 bool ValueLock::lock_until(std::chrono::steady_clock::time_point deadline) {
   if (try_lock()) return true;
-#if defined(__SANITIZE_THREAD__)
-  // ThreadSanitizer does not intercept pthread_mutex_clocklock (GCC 12) and would then report
-  // every unlock after it; its builds wait on CLOCK_REALTIME instead, which it does intercept
-  // (but for the EOWNERDEAD outcome, which it is told about by hand).
-  const auto left = deadline - std::chrono::steady_clock::now();
-  const timespec abstime = to_timespec(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          (std::chrono::system_clock::now() + left).time_since_epoch()));
-  const int rc = ::pthread_mutex_timedlock(&header_->mutex, &abstime);
-  if (rc == EOWNERDEAD) {
-    // post_lock must follow a pre_lock (alone, it trips a TSan CHECK on ignore_sync).
-    __tsan_mutex_pre_lock(&header_->mutex, __tsan_mutex_try_lock);
-    __tsan_mutex_post_lock(&header_->mutex, __tsan_mutex_try_lock, 0);
-  }
-#else
-  // steady_clock is CLOCK_MONOTONIC (libstdc++), so the deadline converts directly and a
-  // change of the wall clock does not move it.
-  const timespec abstime = to_timespec(deadline.time_since_epoch());
-  const int rc = ::pthread_mutex_clocklock(&header_->mutex, CLOCK_MONOTONIC, &abstime);
-#endif
-  return after_acquire(rc, header_->mutex, header_->depth, header_->owner_died,
-                       header_->owner_tid);
+  return after_acquire(detail::robust_lock(header_->mutex, deadline, "Value"), header_->depth,
+                       header_->owner_died, header_->owner_tid);
 }
 
 void ValueLock::unlock() {
