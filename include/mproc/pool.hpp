@@ -229,24 +229,33 @@ struct TaskRequest {
     for (const auto& part : borrowed) size += part.bytes.size();
     return size;
   }
-  /// Writes the whole payload, borrowed bytes in their places, to dst (payload_size() bytes).
-  void copy_payload(std::byte* dst) const noexcept {
+  /// Calls put(piece) for each piece of the whole payload in order: owned bytes, then the
+  /// borrowed bytes that belong there, and so on.
+  template <class Put>
+  void for_each_piece(Put&& put) const {
+    const std::span<const std::byte> owned(payload);
     std::size_t from = 0;
     for (const auto& part : borrowed) {
-      if (part.at != from) std::memcpy(dst, payload.data() + from, part.at - from);
-      dst += part.at - from;
-      std::memcpy(dst, part.bytes.data(), part.bytes.size());
-      dst += part.bytes.size();
+      if (part.at != from) put(owned.subspan(from, part.at - from));
+      put(part.bytes);
       from = part.at;
     }
-    if (payload.size() != from) std::memcpy(dst, payload.data() + from, payload.size() - from);
+    if (owned.size() != from) put(owned.subspan(from));
+  }
+  /// Writes the whole payload, borrowed bytes in their places, to dst (payload_size() bytes).
+  void copy_payload(std::byte* dst) const noexcept {
+    for_each_piece([&](std::span<const std::byte> piece) {
+      std::memcpy(dst, piece.data(), piece.size());
+      dst += piece.size();
+    });
   }
   /// Copies the borrowed bytes into the payload, for an engine that keeps the request beyond
   /// its caller's wait.
   void own_payload() {
     if (borrowed.empty()) return;
-    std::vector<std::byte> whole(payload_size());
-    copy_payload(whole.data());
+    std::vector<std::byte> whole;
+    reserve_bulk(whole, payload_size());
+    for_each_piece([&](std::span<const std::byte> piece) { whole.insert(whole.end(), piece.begin(), piece.end()); });
     payload = std::move(whole);
     borrowed.clear();
   }

@@ -60,8 +60,8 @@ void limit_memory(std::uint64_t limit) {
 constexpr auto heap_return_after = std::chrono::seconds(1);
 
 // Large arguments and results are fresh allocations in a worker. By glibc's defaults each one
-// above 32 MiB is an mmap of its own, which the kernel zero-fills at first touch (as long as a
-// copy of it: a third of a 128 MiB echo) and unmaps when it is freed. A worker without a
+// above 32 MiB is an mmap of its own, which the kernel zero-fills at first touch (on the VMs
+// mproc is measured on, slower than copying it) and unmaps when it is freed. A worker without a
 // memory limit takes them from its heap instead, so that back-to-back large tasks reuse warm
 // pages, and gives the free heap back once idle (heap_return_after). With a memory limit the
 // defaults stay: the limit's resident-size check after each task would count the kept pages.
@@ -104,9 +104,9 @@ class Worker {
     }
     control_->ready.store(1, std::memory_order_release);
     TaskOutput out;
-    bool heap_to_return = false;  // a task ran since the heap was last given back
+    bool heap_to_return = false;  // a task ran since the heap was last given back (no memory limit)
     for (;;) {
-      if (heap_to_return && !boot_.memory_limit) {
+      if (heap_to_return) {
         if (!tasks_.wait_readable(heap_return_after)) {
           ::malloc_trim(0);
           heap_to_return = false;
@@ -151,7 +151,7 @@ class Worker {
       tasks_.pop();
       send_result(header.task_id, kind, out.view(), static_cast<std::uint64_t>(monotonic_ns() - started));
       out.clear();  // a kept result is freed now, not when the worker's next task comes
-      heap_to_return = true;
+      heap_to_return = boot_.memory_limit == 0;
       control_->running_task.store(0, std::memory_order_release);
       auto done = control_->tasks_done.fetch_add(1, std::memory_order_relaxed) + 1;
       // A task that hit the memory limit, or left this worker holding more than the limit

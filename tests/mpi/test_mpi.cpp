@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -23,6 +24,13 @@
 namespace {
 
 int square(int x) { return x * x; }
+// Large arguments among small ones: apply() borrows them, and mproc::mpi::Pool copies them
+// into the request before they cross to an agent.
+std::uint64_t weigh(int a, std::vector<std::uint8_t> big, int b) {
+  std::uint64_t sum = static_cast<std::uint64_t>(a) * 1000 + static_cast<std::uint64_t>(b);
+  for (std::size_t i = 0; i < big.size(); ++i) sum += big[i] * (i % 7 + 1);
+  return sum;
+}
 int add(int a, int b) { return a + b; }
 
 // The rank of the agent whose worker runs this (workers inherit the launcher's environment).
@@ -104,6 +112,9 @@ TEST(mpi_test, map_keeps_input_order) {
     for (int i = 0; i < 1000; ++i) ASSERT_EQ(squares[static_cast<std::size_t>(i)], i * i) << "chunksize " << chunksize;
   }
   EXPECT_EQ(pool.apply(square, 12), 144);
+  std::vector<std::uint8_t> big(std::size_t{3} << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::uint8_t>(i * 31 + 7);
+  EXPECT_EQ(pool.apply(weigh, 5, big, 9), weigh(5, big, 9));
   auto future = pool.apply_async(add, 40, 2);
   EXPECT_EQ(future.get(), 42);
   std::vector<std::tuple<int, int>> pairs = {{1, 2}, {3, 4}, {5, 6}};
