@@ -147,9 +147,10 @@ constexpr std::chrono::nanoseconds pure_spin_time{2'000};
 
 /// Spins until `ready()` or the spin budget (or `deadline`) is gone; true when ready.
 template <class Ready>
-bool spin_until(Ready&& ready, clock::time_point deadline) {
+bool spin_until(Ready&& ready, clock::time_point deadline, std::chrono::nanoseconds spin_time) {
+  if (spin_time.count() <= 0) return false;
   const auto start = clock::now();
-  const auto spin_end = std::min(deadline, start + ring_spin_time);
+  const auto spin_end = std::min(deadline, start + spin_time);
   if (!single_cpu()) {
     const auto pause_end = std::min(spin_end, start + pure_spin_time);
     // Polls back off from every pause to every max_pauses pauses: each poll of a position
@@ -180,10 +181,11 @@ clock::time_point deadline_after(std::chrono::nanoseconds timeout) {
 
 /// Spin, then sleep on `word` until `ready()`: the waiting half of the protocol for both sides.
 template <class Ready>
-bool wait_for(std::atomic<std::uint32_t>& word, Ready&& ready, std::chrono::nanoseconds timeout) {
+bool wait_for(std::atomic<std::uint32_t>& word, Ready&& ready, std::chrono::nanoseconds timeout,
+              std::chrono::nanoseconds spin_time = ring_spin_time) {
   if (ready()) return true;
   const auto deadline = deadline_after(timeout);
-  if (spin_until(ready, deadline)) return true;
+  if (spin_until(ready, deadline, spin_time)) return true;
   for (;;) {
     // Lost wake-ups are ruled out by a seq_cst store and a seq_cst load on each side:
     //   waiter:    set sleeping bit;  re-check position;  futex_wait(word, armed)
@@ -416,10 +418,10 @@ bool SpscRing::readable() {
   return cached_head_ != tail;
 }
 
-bool SpscRing::wait_readable(std::chrono::nanoseconds timeout) {
+bool SpscRing::wait_readable(std::chrono::nanoseconds timeout, std::chrono::nanoseconds spin_time) {
   RingHeader& h = header();
   return wait_for(
-      h.consumer_wait, [&] { return readable(); }, timeout);
+      h.consumer_wait, [&] { return readable(); }, timeout, spin_time);
 }
 
 void SpscRing::prepare_to_sleep() {

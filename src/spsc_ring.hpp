@@ -85,9 +85,9 @@ class SpscRing {
   /// Releases the record returned by try_read(); wakes a producer waiting for space.
   /// Throws std::logic_error when try_read() has not returned a record since the last pop().
   void pop();
-  /// Spins for ring_spin_time, then announces sleep and sleeps until a record is there, at
-  /// most `timeout` (negative = forever). Returns false on timeout.
-  bool wait_readable(std::chrono::nanoseconds timeout);
+  /// Spins for `spin_time` (none when zero), then announces sleep and sleeps until a record
+  /// is there, at most `timeout` (negative = forever). Returns false on timeout.
+  bool wait_readable(std::chrono::nanoseconds timeout, std::chrono::nanoseconds spin_time = ring_spin_time);
 
   /// For consumers that sleep elsewhere (epoll on an eventfd): sets the consumer-sleeping
   /// flag (seq_cst). The caller must call try_read() once more before it actually sleeps,

@@ -138,11 +138,13 @@ int produce_stamped(SpscRing& ring, std::uint32_t stream, std::uint64_t count) {
   return 0;
 }
 
-/// Reads one record, waiting for it; nullopt when none came within hang_limit.
-std::optional<std::span<const std::byte>> read_waiting(SpscRing& ring) {
+/// Reads one record, waiting for it (spinning for `spin` first); nullopt when none came
+/// within hang_limit.
+std::optional<std::span<const std::byte>> read_waiting(
+    SpscRing& ring, std::chrono::nanoseconds spin = mproc::detail::ring_spin_time) {
   for (;;) {
     if (auto record = ring.try_read()) return record;
-    if (!ring.wait_readable(hang_limit)) return std::nullopt;
+    if (!ring.wait_readable(hang_limit, spin)) return std::nullopt;
   }
 }
 
@@ -450,20 +452,21 @@ TEST_F(ring_test, sleeping_consumer_is_woken_by_a_producer_in_another_process) {
   EXPECT_EQ(reap(child), 0);
 }
 
-TEST_F(ring_test, ping_pong_over_two_rings_never_loses_a_wake_up) {
-  // Round trips make both sides alternate between spinning, announcing sleep and sleeping,
-  // hitting every interleaving of the wake-up protocol; a lost wake-up hangs until hang_limit.
+// Round trips make both sides alternate between spinning, announcing sleep and sleeping,
+// hitting every interleaving of the wake-up protocol; a lost wake-up hangs until hang_limit.
+// The child waits for each ping spinning for `child_spin` first (zero: it sleeps at once).
+void ping_pong_never_loses_a_wake_up(std::chrono::nanoseconds child_spin) {
   const std::size_t ring_bytes = SpscRing::required_bytes(4096);
   auto segment = ShmSegment::create(2 * ring_bytes, "test ping-pong");
   auto ping = SpscRing::create(segment.bytes().subspan(0, ring_bytes), 4096);
   auto pong = SpscRing::create(segment.bytes().subspan(ring_bytes), 4096);
   constexpr std::uint64_t rounds = 20000;
   std::span<std::byte> memory = segment.bytes();
-  pid_t child = fork_child([memory, ring_bytes] {
+  pid_t child = fork_child([memory, ring_bytes, child_spin] {
     auto in = SpscRing::attach(memory.subspan(0, ring_bytes));
     auto out = SpscRing::attach(memory.subspan(ring_bytes));
     for (std::uint64_t i = 0; i < rounds; ++i) {
-      auto record = read_waiting(in);
+      auto record = read_waiting(in, child_spin);
       if (!record || record->size() != 8) return 1;
       std::uint64_t value;
       std::memcpy(&value, record->data(), 8);
@@ -502,10 +505,20 @@ TEST_F(ring_test, ping_pong_over_two_rings_never_loses_a_wake_up) {
   EXPECT_EQ(reap(child), failures ? 128 + SIGKILL : 0);
 }
 
+TEST_F(ring_test, ping_pong_over_two_rings_never_loses_a_wake_up) {
+  ping_pong_never_loses_a_wake_up(mproc::detail::ring_spin_time);
+}
+
+// An MPI agent's workers on a crowded host wait for their tasks without spinning.
+TEST_F(ring_test, ping_pong_with_a_consumer_that_never_spins_never_loses_a_wake_up) {
+  ping_pong_never_loses_a_wake_up(std::chrono::nanoseconds::zero());
+}
+
 TEST_F(ring_test, wait_readable_times_out_on_an_empty_ring) {
   RingInSegment r(4096);
   EXPECT_FALSE(r.ring.wait_readable(10ms));
   EXPECT_FALSE(r.ring.wait_readable(0ns));
+  EXPECT_FALSE(r.ring.wait_readable(10ms, 0ns));  // no spin: straight to the futex
 }
 
 TEST_F(ring_test, producer_killed_mid_stream_never_publishes_a_partial_record) {

@@ -186,13 +186,27 @@ class Agent {
       // forked now, from this MPI-initialised process: Open MPI allows it, and the zygote
       // only ever forks workers, never touching MPI.
       mproc::detail::LaunchedChild zygote = rt_.zygote.pidfd ? std::move(rt_.zygote) : start_late_zygote();
-      pool_ = mproc::detail::make_pool_core(options, std::move(zygote));
+      mproc::detail::WorkerWaitPolicy wait;
+      wait.spin_for_tasks = workers_have_cpus(config.processes ? config.processes : cpu_count());
+      pool_ = mproc::detail::make_pool_core(options, std::move(zygote), wait);
       hello.processes = pool_->processes();
     } catch (const std::exception& e) {
       pool_.reset();
       hello.error = e.what();
     }
     out_.send(serialize(hello), 0, tag_ready, rt_.comm);
+  }
+
+  // Whether this host has a CPU for every process of the job that spins on it: each rank's
+  // progress loop, and the workers of every agent here (all agents have as many). Where it
+  // has not, an idle worker that spins for its next task takes the CPU its agent needs to
+  // hand that task over: the workers sleep at once instead, and the agent's futex wake-up
+  // is the cheaper hop (measured on 2 CPUs, driver + 2 agents of 1 worker: apply round trip
+  // p50 ~25 µs with spinning workers, ~16 µs without).
+  bool workers_have_cpus(unsigned workers_per_agent) const {
+    const unsigned ranks = static_cast<unsigned>(rt_.ranks_on_host);
+    const unsigned agents = ranks - (rt_.driver_on_host ? 1 : 0);
+    return ranks + agents * workers_per_agent <= cpu_count();
   }
 
   void submit_tasks() {

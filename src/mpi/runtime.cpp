@@ -115,6 +115,24 @@ void spawn_agents(Runtime& rt, unsigned agents, int argc, char** argv) {
   check(MPI_Intercomm_merge(rt.spawn_link, 0, &rt.comm), "MPI_Intercomm_merge");
 }
 
+// Which ranks share this host (MPI-3's shared-memory split; collective over rt.comm): an
+// agent's workers spin for their next task only when every spinning process here has a CPU.
+void find_ranks_on_host(Runtime& rt) {
+  MPI_Comm local = MPI_COMM_NULL;
+  check(MPI_Comm_split_type(rt.comm, MPI_COMM_TYPE_SHARED, rt.rank, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
+  check(MPI_Comm_size(local, &rt.ranks_on_host), "MPI_Comm_size");
+  MPI_Group all = MPI_GROUP_NULL, here = MPI_GROUP_NULL;
+  check(MPI_Comm_group(rt.comm, &all), "MPI_Comm_group");
+  check(MPI_Comm_group(local, &here), "MPI_Comm_group");
+  const int driver = 0;
+  int driver_here = MPI_UNDEFINED;
+  check(MPI_Group_translate_ranks(all, 1, &driver, here, &driver_here), "MPI_Group_translate_ranks");
+  rt.driver_on_host = driver_here != MPI_UNDEFINED;
+  MPI_Group_free(&all);
+  MPI_Group_free(&here);
+  MPI_Comm_free(&local);
+}
+
 void finalize_at_exit() {
   try {
     finalize();
@@ -170,6 +188,7 @@ void init(int& argc, char**& argv, unsigned spawn_agents) {
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   rt.host = host;
+  detail::find_ranks_on_host(rt);
   rt.initialized = true;
   if (rt.spawn_link != MPI_COMM_NULL) {
     // Spawn mode has no mpirun to end the job when an agent dies: the driver watches them.

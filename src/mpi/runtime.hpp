@@ -29,6 +29,8 @@ struct Runtime {
                                   // driver and its spawned agents merged): mproc's traffic only
   MPI_Comm spawn_link = MPI_COMM_NULL;  // spawn mode: the driver↔agents intercommunicator
   std::string host;
+  int ranks_on_host = 1;        // ranks of `comm` on this host, this one included
+  bool driver_on_host = false;  // whether rank 0 is one of them
   mproc::detail::LaunchedChild zygote;  // agents: made before MPI_Init
   bool pool_alive = false;              // driver: one mproc::mpi::Pool at a time
   std::unique_ptr<SpawnedAgentsWatch> spawned_agents_watch;  // spawn mode, driver

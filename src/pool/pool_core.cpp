@@ -109,9 +109,9 @@ const char* worker_name_prefix(StartMethod method) {
 
 PoolCore::PoolCore(const PoolOptions& options) : PoolCore(options, LaunchedChild{}) {}
 
-PoolCore::PoolCore(const PoolOptions& options, LaunchedChild zygote)
+PoolCore::PoolCore(const PoolOptions& options, LaunchedChild zygote, WorkerWaitPolicy wait)
     : options_(options), processes_(checked_processes(options.processes)), ring_capacity_(default_ring_capacity),
-      zygote_(std::move(zygote)) {
+      worker_wait_(wait), zygote_(std::move(zygote)) {
   if (options.task_timeout && *options.task_timeout <= std::chrono::nanoseconds::zero())
     throw std::invalid_argument("mproc::Pool: task_timeout must be positive");
   epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
@@ -175,6 +175,7 @@ void PoolCore::launch_worker_locked(Slot& slot) {
   boot.segment_bytes = control_bytes + 2 * ring_bytes;
   boot.max_tasks = options_.max_tasks_per_child;
   boot.memory_limit = options_.max_memory_per_child;
+  boot.spin_for_tasks = worker_wait_.spin_for_tasks;
   if (const auto& init = options_.initializer.target()) {
     boot.has_initializer = true;
     boot.initializer = *init;
@@ -918,8 +919,9 @@ void PoolCore::supervise() {
 // ----------------------------------------------------------------------------- the C++ API's hooks
 
 std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options) { return std::make_shared<PoolCore>(options); }
-std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options, LaunchedChild zygote) {
-  return std::make_shared<PoolCore>(options, std::move(zygote));
+std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options, LaunchedChild zygote,
+                                           WorkerWaitPolicy wait) {
+  return std::make_shared<PoolCore>(options, std::move(zygote), wait);
 }
 
 }  // namespace mproc::detail

@@ -27,12 +27,21 @@
 
 namespace mproc::detail {
 
+/// How a pool's workers wait, where its owner knows better than PoolOptions' defaults.
+struct WorkerWaitPolicy {
+  /// An idle worker spins for ring_spin_time for its next task before it sleeps on the
+  /// ring's futex: the next task of a stream is then caught without a wake-up. Where more
+  /// processes spin than there are CPUs (an MPI agent's host, whose ranks all spin in their
+  /// progress loops), that spin takes the CPU the agent needs to hand the worker its task.
+  bool spin_for_tasks = true;
+};
+
 class PoolCore final : public PoolEngine {
  public:
   explicit PoolCore(const PoolOptions& options);
   /// With the fork start method, forks workers from `zygote`, a zygote (start_zygote())
   /// made earlier by this process — e.g. by an MPI agent before MPI_Init.
-  PoolCore(const PoolOptions& options, LaunchedChild zygote);
+  PoolCore(const PoolOptions& options, LaunchedChild zygote, WorkerWaitPolicy wait = {});
   ~PoolCore();
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
@@ -125,6 +134,7 @@ class PoolCore final : public PoolEngine {
   const PoolOptions options_;
   const unsigned processes_;
   const std::size_t ring_capacity_;
+  const WorkerWaitPolicy worker_wait_;
 
   // The consumer role of every result ring, and with it the delivery of results: taken by
   // the supervisor, or by a thread waiting on a future (make_progress). Sinks and user
@@ -165,6 +175,7 @@ class PoolCore final : public PoolEngine {
 };
 
 /// The engine of a local pool whose fork-method workers come from `zygote` (see above).
-std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options, LaunchedChild zygote);
+std::shared_ptr<PoolEngine> make_pool_core(const PoolOptions& options, LaunchedChild zygote,
+                                           WorkerWaitPolicy wait = {});
 
 }  // namespace mproc::detail

@@ -105,14 +105,15 @@ class Worker {
     control_->ready.store(1, std::memory_order_release);
     TaskOutput out;
     bool heap_to_return = false;  // a task ran since the heap was last given back (no memory limit)
+    const std::chrono::nanoseconds spin = boot_.spin_for_tasks ? ring_spin_time : std::chrono::nanoseconds::zero();
     for (;;) {
       if (heap_to_return) {
-        if (!tasks_.wait_readable(heap_return_after)) {
+        if (!tasks_.wait_readable(heap_return_after, spin)) {
           ::malloc_trim(0);
           heap_to_return = false;
         }
       }
-      tasks_.wait_readable(std::chrono::nanoseconds(-1));
+      tasks_.wait_readable(std::chrono::nanoseconds(-1), spin);
       auto record = tasks_.try_read();
       if (!record) continue;
       const TaskRecord task = decode_task_record(*record);

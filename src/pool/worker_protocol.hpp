@@ -85,13 +85,14 @@ struct WorkerBoot {
   std::uint64_t segment_bytes = 0;
   std::uint64_t max_tasks = 0;
   std::uint64_t memory_limit = 0;
+  bool spin_for_tasks = true;  // spin (ring_spin_time) for the next task before sleeping
   bool has_initializer = false;
   SpawnTarget initializer;
 
   template <class Archive>
   void serialize(Archive& archive) {
     archive(ring_capacity, task_ring_offset, result_ring_offset, segment_bytes, max_tasks,
-            memory_limit, has_initializer, initializer.entry, initializer.payload);
+            memory_limit, spin_for_tasks, has_initializer, initializer.entry, initializer.payload);
   }
 };
 
