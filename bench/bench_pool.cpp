@@ -9,7 +9,8 @@
 //   BM_pool_apply_round_trip   figure 2: apply round trip of a trivial task (p50, p99)
 //   BM_pool_apply_async_get    figure 3: 100,000 x apply_async, then get every future
 //   BM_pool_echo_bytes         figure 4: a 128 MiB byte vector to a worker and back
-//   BM_pool_cpu_bound/W        figure 5: 10,000 tasks of ~100 µs on W workers (efficiency)
+//   BM_pool_cpu_bound/W        figure 5: 10,000 tasks of ~100 µs on W workers (efficiency;
+//                              the limit: the same work on W threads of this process)
 //   BM_sweep_*                 tasks/s against payload size and task duration (plots)
 //
 // Every pool is built once per benchmark run, outside the timed loop. Task functions are free
@@ -221,7 +222,7 @@ void BM_pool_cpu_bound(benchmark::State& state) {
   const std::vector<std::uint64_t> items(n, rounds);
   mproc::Pool pool(workers);
   pool.map(cpu_task, std::vector<std::uint64_t>(4 * workers, rounds));  // warm
-  double serial_total = 0, pool_total = 0;
+  double serial_total = 0, pool_total = 0, threads_total = 0;
   for (auto _ : state) {
     // The same work in this process, interleaved with the pool's so that both see the same load.
     auto serial_start = Clock::now();
@@ -236,9 +237,24 @@ void BM_pool_cpu_bound(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
     pool_total += elapsed;
     state.SetIterationTime(elapsed);
+
+    // The limit: the same work on `workers` threads of this process, taking items one at a
+    // time from a shared counter (no processes, no copies, no results to send back).
+    auto threads_start = Clock::now();
+    std::atomic<std::size_t> next{0};
+    std::vector<std::thread> threads;
+    for (unsigned w = 0; w < workers; ++w)
+      threads.emplace_back([&] {
+        std::uint64_t mine = 0;
+        for (std::size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) mine += bench::burn(items[i]);
+        benchmark::DoNotOptimize(mine);
+      });
+    for (auto& thread : threads) thread.join();
+    threads_total += seconds_since(threads_start);
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
   state.counters["efficiency"] = serial_total / (workers * pool_total);
+  state.counters["thread_efficiency"] = serial_total / (workers * threads_total);
   state.counters["speedup"] = serial_total / pool_total;
   state.counters["task_us"] = serial_total / static_cast<double>(state.iterations() * n) * 1e6;
   state.counters["tasks"] = static_cast<double>(n);
