@@ -307,9 +307,9 @@ def build_table(gb, py):
     raw_chain = min(chains.values()) if chains else None
     chain_cell = "—"
     if chains:
-        best = min(chains, key=chains.get)
-        others = "; ".join(f"{how} {num(v, 'µs')}" for how, v in chains.items() if how != best)
-        chain_cell = f"raw MPI chain {num(raw_chain, 'µs')} ({best}" + (f"; {others})" if others else ")")
+        best_how = min(chains, key=chains.get)
+        others = "; ".join(f"{how} {num(v, 'µs')}" for how, v in chains.items() if how != best_how)
+        chain_cell = f"raw MPI chain {num(raw_chain, 'µs')} ({best_how}" + (f"; {others})" if others else ")")
         chain_cell += f"; mproc at {num(mine / raw_chain)}× it" if mine else ""
     t.row("MPI: `apply` round trip of a trivial task, driver + 2 ranks on `mpirun -np 3`, p50",
           f"mpi4py.futures {num(anchor, 'µs')} (p99 {num(anchor99, 'µs')})" if anchor else "mpi4py.futures —",
@@ -480,6 +480,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--load-start", default="?")
+    ap.add_argument("--load-end", default=None, help="the 1-minute loadavg when the benchmarks ended "
+                    "(default: now; scripts/bench passes it, so that a table regenerated later says the same)")
     ap.add_argument("--seconds", default="?")
     ap.add_argument("--scheduling", choices=("fifo", "normal"), default="normal",
                     help="fifo: scripts/bench ran every program under chrt -f 1")
@@ -489,6 +491,8 @@ def main():
     py = load_python(args.results)
     table = build_table(gb, py)
     info = machine()
+    if args.load_end is not None:
+        info["load_end"] = args.load_end
     title = "mproc vs CPython 3.11 — " + ("QUICK run (smaller sizes, 1 repetition, no plots)" if args.quick
                                            else f"full run (median of {args.repetitions} repetitions)")
     try:

@@ -127,32 +127,4 @@ std::exception_ptr rebuild_exception(const RemoteException& remote) {
   return std::make_exception_ptr(RemoteError(remote.type_name, remote.what, remote.traceback));
 }
 
-void* resolve_function_cached(std::string_view module, std::uintptr_t offset) {
-  // A worker usually runs the same entry task after task: remember the last one per thread,
-  // so the common case costs a comparison, not a string key and a locked map.
-  struct LastHit {
-    std::string module;
-    std::uintptr_t offset = 0;
-    void* address = nullptr;
-  };
-  thread_local LastHit last;
-  if (last.address && last.offset == offset && last.module == module) return last.address;
-  static std::mutex mutex;
-  static auto* cache = new std::unordered_map<std::string, void*>();  // never freed: used at exit
-  std::string key = std::string(module) + '#' + std::to_string(offset);
-  void* address;
-  {
-    std::lock_guard lock(mutex);
-    auto it = cache->find(key);
-    if (it != cache->end()) {
-      address = it->second;
-    } else {
-      address = resolve_function(FunctionId{std::string(module), offset});
-      cache->emplace(std::move(key), address);
-    }
-  }
-  last = LastHit{std::string(module), offset, address};
-  return address;
-}
-
 }  // namespace mproc::detail

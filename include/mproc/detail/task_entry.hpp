@@ -145,6 +145,8 @@ inline std::span<const std::byte> take_part(std::span<const std::byte>& in) {
 /// The address of the function a function-pointer task names (resolved once per id).
 void* resolve_function_cached(std::string_view module, std::uintptr_t offset);
 inline void* resolve_function_cached(const FunctionId& id) { return resolve_function_cached(id.module, id.offset); }
+/// The same, from the FunctionId's encoding (a thread's recent ones are found without decoding).
+void* resolve_encoded_function_cached(std::span<const std::byte> encoded);
 
 /// The callable a task runs: F{} for captureless lambdas and empty functors, the
 /// resolved address for function pointers (whose FunctionId is the payload's first part).
@@ -152,7 +154,7 @@ template <class F>
 F task_callable(std::span<const std::byte>& payload) {
   auto target = take_part(payload);
   if constexpr (std::is_pointer_v<F>) {
-    return reinterpret_cast<F>(resolve_function_cached(deserialize<FunctionId>(target)));
+    return reinterpret_cast<F>(resolve_encoded_function_cached(target));
   } else {
     return F{};
   }
