@@ -418,6 +418,44 @@ TEST_P(pool_test, apply_puts_borrowed_large_arguments_between_small_ones_in_thei
 }
 
 namespace {
+// Distinct functions (and with two argument types, distinct task entries) for one worker to
+// alternate between: more than it remembers, so each is looked up again now and then.
+template <int K>
+long times(long x) {
+  return K * x;
+}
+template <int K>
+long times_then_add(long x, int y) {
+  return K * x + y;
+}
+}  // namespace
+
+TEST_P(pool_test, a_worker_alternating_between_many_functions_runs_each_one) {
+  Pool pool(options(1));
+  for (long round = 1; round <= 3; ++round) {
+    EXPECT_EQ(pool.apply(times<2>, round), 2 * round);
+    EXPECT_EQ(pool.apply(times_then_add<3>, round, 1), 3 * round + 1);
+    EXPECT_EQ(pool.apply(times<5>, round), 5 * round);
+    EXPECT_EQ(pool.apply(times_then_add<7>, round, 2), 7 * round + 2);
+    EXPECT_EQ(pool.apply(times<11>, round), 11 * round);
+    EXPECT_EQ(pool.apply(times_then_add<13>, round, 3), 13 * round + 3);
+    EXPECT_EQ(pool.apply(times<17>, round), 17 * round);
+  }
+  auto futures = std::vector<mproc::Future<long>>{};
+  for (long i = 0; i < 60; ++i) {
+    switch (i % 3) {
+      case 0: futures.push_back(pool.apply_async(times<2>, i)); break;
+      case 1: futures.push_back(pool.apply_async(times<5>, i)); break;
+      default: futures.push_back(pool.apply_async(times_then_add<3>, i, 4)); break;
+    }
+  }
+  for (long i = 0; i < 60; ++i) {
+    const long expected = i % 3 == 0 ? 2 * i : i % 3 == 1 ? 5 * i : 3 * i + 4;
+    EXPECT_EQ(futures[static_cast<std::size_t>(i)].get(), expected) << "task " << i;
+  }
+}
+
+namespace {
 // Allocates, touches and frees `bytes`; returns the worker's pid.
 int touch_and_free(std::size_t bytes) {
   std::vector<std::uint8_t> block(bytes, 1);

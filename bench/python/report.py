@@ -202,7 +202,7 @@ def build_table(gb, py):
     n = t.metric("BM_pool_cpu_bound/2", "tasks")
     task_us = t.metric("BM_pool_cpu_bound/2", "task_us")
     threads = t.metric("BM_pool_cpu_bound/2", "thread_efficiency", 100)
-    t.row(f"{si(n)} CPU-bound tasks of ~100 µs each (calibrated; {num(task_us, 'µs', 2)} measured serially), "
+    t.row(f"{si(n)} CPU-bound tasks of ~100 µs each (calibrated; {num(task_us, 'µs')} measured serially), "
           "2 workers: parallel efficiency",
           cpython_cell(cp, lambda v: num(v, "%", 2)),
           f"2 threads {num(threads, '%', 2)}" if threads else "100%", num(mine, "%", 2),

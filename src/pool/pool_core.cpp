@@ -625,8 +625,14 @@ bool PoolCore::drain_results(Slot& slot) {
           }
           tasks_.erase(it);
         }
-        auto pos = std::find(slot.assigned.begin(), slot.assigned.end(), header.task_id);
-        if (pos != slot.assigned.end()) slot.assigned.erase(pos);
+        // A worker answers in order: its result is the oldest assigned task's (but after a
+        // requeue, a retried task's may come from anywhere in the queue).
+        if (!slot.assigned.empty() && slot.assigned.front() == header.task_id) {
+          slot.assigned.pop_front();
+        } else {
+          auto pos = std::find(slot.assigned.begin(), slot.assigned.end(), header.task_id);
+          if (pos != slot.assigned.end()) slot.assigned.erase(pos);
+        }
         // A moving average over about the last 8 tasks (at least 1 ns: 0 means "not measured").
         task_run_ns_average_ = std::max<std::uint64_t>(
             1, task_run_ns_average_ ? (7 * task_run_ns_average_ + header.run_ns) / 8 : header.run_ns);
