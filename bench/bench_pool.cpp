@@ -224,12 +224,17 @@ void BM_pool_cpu_bound(benchmark::State& state) {
   pool.map(cpu_task, std::vector<std::uint64_t>(4 * workers, rounds));  // warm
   double serial_total = 0, pool_total = 0, threads_total = 0;
   for (auto _ : state) {
-    // The same work in this process, interleaved with the pool's so that both see the same load.
-    auto serial_start = Clock::now();
-    std::uint64_t sink = 0;
-    for (std::size_t i = 0; i < n; ++i) sink += bench::burn(items[i]);
-    benchmark::DoNotOptimize(sink);
-    serial_total += seconds_since(serial_start);
+    // The same work in this process, half of it just before the pool's run and half just
+    // after, so that the serial reference brackets the pool's window and both see the same
+    // load (this VM's speed changes from one second to the next).
+    auto serial_half = [&](std::size_t from, std::size_t to) {
+      auto serial_start = Clock::now();
+      std::uint64_t sink = 0;
+      for (std::size_t i = from; i < to; ++i) sink += bench::burn(items[i]);
+      benchmark::DoNotOptimize(sink);
+      serial_total += seconds_since(serial_start);
+    };
+    serial_half(0, n / 2);
 
     auto start = Clock::now();
     auto out = pool.map(cpu_task, items);
@@ -237,6 +242,7 @@ void BM_pool_cpu_bound(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
     pool_total += elapsed;
     state.SetIterationTime(elapsed);
+    serial_half(n / 2, n);
 
     // The limit: the same work on `workers` threads of this process, taking items one at a
     // time from a shared counter (no processes, no copies, no results to send back).
