@@ -46,36 +46,41 @@ struct NamedOffset {
 
 }  // namespace
 
+namespace {
+// The process's memory of every name resolved so far (shared by its threads).
+void* resolve_once_per_process(std::string_view module, std::uintptr_t offset) {
+  static std::mutex mutex;
+  static auto* cache = new std::unordered_map<std::string, void*>();  // never freed: used at exit
+  std::string key = std::string(module) + '#' + std::to_string(offset);
+  std::lock_guard lock(mutex);
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  void* address = resolve_function(FunctionId{std::string(module), offset});
+  cache->emplace(std::move(key), address);
+  return address;
+}
+}  // namespace
+
 void* resolve_function_cached(std::string_view module, std::uintptr_t offset) {
   thread_local RecentLookups<NamedOffset> recent;
   if (void* address = recent.find([&](const NamedOffset& key) { return key.offset == offset && key.module == module; }))
     return address;
-  static std::mutex mutex;
-  static auto* cache = new std::unordered_map<std::string, void*>();  // never freed: used at exit
-  std::string key = std::string(module) + '#' + std::to_string(offset);
-  void* address;
-  {
-    std::lock_guard lock(mutex);
-    auto it = cache->find(key);
-    if (it != cache->end()) {
-      address = it->second;
-    } else {
-      address = resolve_function(FunctionId{std::string(module), offset});
-      cache->emplace(std::move(key), address);
-    }
-  }
+  void* address = resolve_once_per_process(module, offset);
   recent.remember(NamedOffset{std::string(module), offset}, address);
   return address;
 }
 
 void* resolve_encoded_function_cached(std::span<const std::byte> encoded) {
-  // Keyed by the encoded bytes themselves: a hit decodes nothing and allocates nothing.
+  // Keyed by the encoded bytes themselves: a hit decodes nothing and allocates nothing. (A
+  // miss goes to the process's memory directly, leaving the named lookups' recent entries to
+  // the task entries that use them.)
   thread_local RecentLookups<std::vector<std::byte>> recent;
   if (void* address = recent.find([&](const std::vector<std::byte>& key) {
         return key.size() == encoded.size() && (key.empty() || std::memcmp(key.data(), encoded.data(), key.size()) == 0);
       }))
     return address;
-  void* address = resolve_function_cached(deserialize<FunctionId>(encoded));
+  const auto id = deserialize<FunctionId>(encoded);
+  void* address = resolve_once_per_process(id.module, id.offset);
   recent.remember(std::vector<std::byte>(encoded.begin(), encoded.end()), address);
   return address;
 }
